@@ -1,0 +1,165 @@
+"""
+A GPT in one file, after nanoGPT: pre-LayerNorm blocks, GELU MLP, tied input/output embeddings,
+causal attention on torch's scaled_dot_product_attention (flash attention where the device has it).
+The loss honours a loss mask: the mean cross-entropy over masked-in targets only.
+
+load_checkpoint() is the one way every script turns out_dir/ckpt.pt back into a model.
+"""
+import inspect
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 512
+    vocab_size: int = 50304  # 50257 GPT-2 ids + PAD, padded up to a multiple of 64
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = False  # no biases: a little faster, no worse
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, f"n_embd={config.n_embd} must be a multiple of n_head={config.n_head}"
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # tied: one matrix reads and writes tokens
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith('c_proj.weight'):  # GPT-2's scaled init of residual projections
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding=True):
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def forward(self, idx, targets=None, loss_mask=None):
+        B, T = idx.size()
+        assert T <= self.config.block_size, f"sequence of {T} tokens, block_size is {self.config.block_size}"
+        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        x = self.transformer.ln_f(x)
+        if targets is None:
+            return self.lm_head(x[:, [-1], :]), None  # generation needs the last position only
+        logits = self.lm_head(x)
+        losses = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), reduction='none')
+        if loss_mask is None:
+            return logits, losses.mean()
+        mask = loss_mask.reshape(-1).to(losses.dtype)
+        return logits, (losses * mask).sum() / mask.sum().clamp(min=1.0)
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},  # matrices
+                  {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]  # norms, biases
+        fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({'fused': True} if fused else {}))
+
+    def estimate_mfu(self, tokens_per_iter, dt, peak_flops=989e12):
+        """Model FLOPs utilisation against a peak (default: H100 bf16 dense), from the PaLM paper's 6N+12LHQT."""
+        cfg = self.config
+        flops_per_token = 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+        return flops_per_token * tokens_per_iter / dt / peak_flops
+
+
+def pick_device(device='auto'):
+    if device != 'auto':
+        return device
+    if torch.cuda.is_available():
+        return 'cuda'
+    if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available():
+        return 'mps'
+    return 'cpu'
+
+
+def load_checkpoint(out_dir, device='cpu'):
+    """(model in eval mode, checkpoint dict) from out_dir/ckpt.pt, refusing a tokenizer other than ours."""
+    from data_utils import tokenizer_facts
+    path = os.path.join(out_dir, 'ckpt.pt') if os.path.isdir(out_dir) else out_dir
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no checkpoint (train one with train.py, or check --out_dir)")
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    ours, theirs = tokenizer_facts(), checkpoint.get('tokenizer', {})
+    for key in ('encoding', 'ranks_sha256', 'eot_token', 'pad_token', 'a_token'):
+        if theirs.get(key) != ours[key]:
+            raise ValueError(f"{path}: checkpoint tokenizer {key}={theirs.get(key)!r}, this project uses {ours[key]!r}")
+    model = GPT(GPTConfig(**checkpoint['model_args']))
+    model.load_state_dict(checkpoint['model'])
+    return model.to(device).eval(), checkpoint
+
+
+def save_checkpoint(out_dir, checkpoint):
+    """Writes out_dir/ckpt.pt through a temporary file and a rename, so a kill never leaves half a checkpoint."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, 'ckpt.pt')
+    tmp = path + f'.tmp{os.getpid()}'
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+    return path
