@@ -9,30 +9,30 @@
 import sys
 from ast import literal_eval
 
-for arg in sys.argv[1:]:
-    if arg in ('-h', '--help'):
+for _arg in sys.argv[1:]:
+    if _arg in ('-h', '--help'):
         print(globals().get('__doc__') or '')
         print('settings (--key=value) and their defaults:')
         for _k, _v in list(globals().items()):
             if _k.islower() and not _k.startswith('_') and isinstance(_v, (int, float, bool, str)):
                 print(f'  --{_k}={_v!r}')
         sys.exit(0)
-    if not arg.startswith('--'):
-        with open(arg, encoding='utf-8') as f:
-            exec(f.read())
+    if not _arg.startswith('--'):
+        with open(_arg, encoding='utf-8') as _f:
+            exec(_f.read())
         continue
-    if '=' not in arg:
-        sys.exit(f"error: {arg} needs a value, as in {arg}=...")
-    key, val = arg[2:].split('=', 1)
-    if key not in globals() or key.startswith('_'):
-        sys.exit(f"error: unknown setting --{key}; run with --help to list them")
+    if '=' not in _arg:
+        sys.exit(f"error: {_arg} needs a value, as in {_arg}=...")
+    _key, _val = _arg[2:].split('=', 1)
+    if _key not in globals() or _key.startswith('_'):
+        sys.exit(f"error: unknown setting --{_key}; run with --help to list them")
     try:
-        attempt = literal_eval(val)
+        _attempt = literal_eval(_val)
     except (SyntaxError, ValueError):
-        attempt = val  # a bare string such as --device=cuda
-    old = globals()[key]
-    if isinstance(old, float) and type(attempt) is int:
-        attempt = float(attempt)
-    if old is not None and type(attempt) != type(old):
-        sys.exit(f"error: --{key} expects {type(old).__name__} (like {old!r}), got {val!r}")
-    globals()[key] = attempt
+        _attempt = _val  # a bare string such as --device=cuda
+    _old = globals()[_key]
+    if isinstance(_old, float) and type(_attempt) is int:
+        _attempt = float(_attempt)
+    if _old is not None and type(_attempt) != type(_old):
+        sys.exit(f"error: --{_key} expects {type(_old).__name__} (like {_old!r}), got {_val!r}")
+    globals()[_key] = _attempt

@@ -141,6 +141,25 @@ def load_rows(data_dir, split, block_size=None, kind=None):
     return np.memmap(path, dtype=np.uint16, mode='r', shape=(size // row_bytes, block_size))
 
 
+def finish_prepared(out_dir, meta, splits=('train', 'val')):
+    """
+    The last step of a prepare run: out_dir/{split}.bin.tmp are written; this writes meta.json.tmp, syncs
+    them all, and renames them into place. The old meta.json goes first and the new one comes last, so in
+    between a reader finds no meta and refuses: a killed run never leaves .bin files a reader accepts.
+    """
+    names = [f'{split}.bin' for split in splits] + ['meta.json']
+    with open(os.path.join(out_dir, 'meta.json.tmp'), 'w', encoding='utf-8') as f:
+        json.dump(meta, f, ensure_ascii=False, indent=2)
+        f.write('\n')
+    for name in names:
+        with open(os.path.join(out_dir, name + '.tmp'), 'rb') as f:
+            os.fsync(f.fileno())
+    if os.path.exists(os.path.join(out_dir, 'meta.json')):
+        os.remove(os.path.join(out_dir, 'meta.json'))
+    for name in names:
+        os.replace(os.path.join(out_dir, name + '.tmp'), os.path.join(out_dir, name))
+
+
 def pretrain_mask(y):
     """1 on real text targets; 0 on the EOT target and everything after it (the PAD tail)."""
     import torch
