@@ -1,0 +1,104 @@
+"""data/prepare_sft.py: exact SFT rows and loss masks for hand-built pairs, skips counted, bad lines named."""
+import json
+import os
+
+import numpy as np
+import torch
+
+from conftest import ROOT, run_script
+from config.train_config import A_TOKEN, EOT_TOKEN, PAD_TOKEN
+from data_utils import RowOrder, get_batch_sft, get_encoding, init_data_sft, load_rows, read_meta, sft_mask
+
+SCRIPT = os.path.join(ROOT, 'data', 'prepare_sft.py')
+PAIRS = [  # (id, question, answer)
+    (0, '北京是什么？', '中国的首都'),
+    (0, '故宫位于哪里？', '北京市中心'),
+    (1, '长江是什么？', '中国最长的河流'),
+    (2, '熊猫喜欢吃什么？', '竹子'),
+    (3, '新华社成立于什么时候？', '1931年'),
+    (4, '春节吃什么？', '饺子'),
+]
+
+
+def write_pairs(path, pairs, extra_lines=()):
+    with open(path, 'w', encoding='utf-8') as f:
+        for i, q, a in pairs:
+            f.write(json.dumps({'question': q, 'answer': a, 'id': i}, ensure_ascii=False) + '\n')
+        for line in extra_lines:
+            f.write(line + '\n')
+
+
+def expected_row(q, a, block_size):
+    enc = get_encoding()
+    ids = enc.encode_ordinary(q) + [A_TOKEN] + enc.encode_ordinary(a) + [EOT_TOKEN]
+    return ids + [PAD_TOKEN] * (block_size - len(ids))
+
+
+def test_rows_masks_and_meta(tmp_path):
+    enc = get_encoding()
+    longest = max(len(expected_row(q, a, 0)) for _, q, a in PAIRS)
+    block_size = longest  # the longest pair fills its row exactly: no PAD, EOT in the last slot
+    too_long = (5, '黄河是什么？', '中国第二长的河流' * 3)
+    inputs = tmp_path / 'pairs.jsonl'
+    write_pairs(inputs, PAIRS + [too_long, (6, '什么是##号？', '一个记号'), (7, '空答案是什么？', ''), PAIRS[0]],
+                extra_lines=['not json', '{"question": "q", "answer": "a"}', '{"question": 1, "answer": "a", "id": 9}'])
+    out = tmp_path / 'sft'
+    proc = run_script([SCRIPT, f'--input={inputs}', f'--out_dir={out}', f'--block_size={block_size}',
+                       '--val_fraction=0.2'])
+    assert f'{inputs}:11: ' in proc.stderr and f'{inputs}:12: ' in proc.stderr and "'id'" in proc.stderr
+    assert f'{inputs}:13: ' in proc.stderr and "'question'" in proc.stderr
+    assert sorted(os.listdir(out)) == ['meta.json', 'train.bin', 'val.bin']  # no temporaries left
+    meta = read_meta(str(out))
+    assert meta['kind'] == 'sft' and meta['block_size'] == block_size and meta['dtype'] == 'uint16'
+    assert (meta['eot_token'], meta['pad_token'], meta['a_token']) == (EOT_TOKEN, PAD_TOKEN, A_TOKEN)
+    assert meta['skipped'] == {'too_long': 1, 'a_token_in_question': 1, 'empty': 1, 'duplicate': 1, 'malformed': 3}
+    assert A_TOKEN in enc.encode_ordinary('什么是##号？')  # the skipped question really holds the separator
+
+    rows = np.concatenate([load_rows(str(out), split, block_size, 'sft') for split in ('train', 'val')])
+    assert meta['rows']['train'] + meta['rows']['val'] == len(PAIRS) == len(rows)
+    assert meta['rows']['val'] >= 1 and meta['rows']['train'] >= 1
+    got = sorted(map(tuple, rows.tolist()))
+    assert got == sorted(tuple(expected_row(q, a, block_size)) for _, q, a in PAIRS)
+    assert meta['tokens']['train'] + meta['tokens']['val'] == int((rows != PAD_TOKEN).sum())
+    # whole articles stay on one side: both pairs of article 0 are in the same split
+    val = {tuple(r) for r in load_rows(str(out), 'val').tolist()}
+    first, second = (tuple(expected_row(q, a, block_size)) for _, q, a in PAIRS[:2])
+    assert (first in val) == (second in val)
+
+    # the loss mask, through the batch function train.py uses
+    data = init_data_sft(str(out), block_size)
+    n = meta['rows']['train']
+    x, y, mask = get_batch_sft(data, 'train', n, order=RowOrder(n))
+    for xi, yi, mi in zip(x.tolist(), y.tolist(), mask.tolist()):
+        row = xi + [yi[-1]]
+        q_len = row.index(A_TOKEN)
+        eot = row.index(EOT_TOKEN)
+        want = [0.0] * (block_size - 1)
+        for t in range(q_len, eot):  # y[t] = row[t + 1]: answer tokens, then the EOT
+            want[t] = 1.0
+        assert mi == want
+        assert yi[q_len - 1] == A_TOKEN and mi[q_len - 1] == 0.0  # the A_TOKEN target is not learned
+        assert yi[eot - 1] == EOT_TOKEN and mi[eot - 1] == 1.0  # the first EOT target is: the model learns to stop
+
+
+def test_mask_by_hand():
+    # question 3 tokens, A, answer 2 tokens, EOT, PAD, PAD (row of 9 -> 8 targets)
+    row = torch.tensor([[11, 12, 13, A_TOKEN, 21, 22, EOT_TOKEN, PAD_TOKEN, PAD_TOKEN]])
+    assert sft_mask(row[:, 1:]).tolist() == [[0, 0, 0, 1, 1, 1, 0, 0]]
+    # an A_TOKEN inside the answer is answer text; only the first one separates
+    row = torch.tensor([[11, A_TOKEN, 21, A_TOKEN, 22, EOT_TOKEN, PAD_TOKEN, EOT_TOKEN]])
+    assert sft_mask(row[:, 1:]).tolist() == [[0, 1, 1, 1, 1, 0, 0]]
+
+
+def test_errors(tmp_path):
+    proc = run_script([SCRIPT, f'--input={tmp_path / "missing.jsonl"}', f'--out_dir={tmp_path / "o"}'], check=False)
+    assert proc.returncode != 0 and 'missing.jsonl not found' in proc.stderr
+    one = tmp_path / 'one.jsonl'
+    write_pairs(one, PAIRS[:2])  # one article: no train/val split possible
+    proc = run_script([SCRIPT, f'--input={one}', f'--out_dir={tmp_path / "o"}'], check=False)
+    assert proc.returncode != 0 and '1 article(s) with usable pairs' in proc.stderr
+    assert not (tmp_path / 'o' / 'meta.json').exists()
+    bad = tmp_path / 'bad.jsonl'
+    write_pairs(bad, PAIRS, extra_lines=['{"question": "q"'])
+    proc = run_script([SCRIPT, f'--input={bad}', f'--out_dir={tmp_path / "o"}', '--strict=True'], check=False)
+    assert proc.returncode != 0 and f'{bad}:7:' in proc.stderr
