@@ -35,11 +35,20 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
 
-    def forward(self, x):
+    def forward(self, x, kv_cache=None, layer=0):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        mask, causal = None, True
+        if kv_cache is not None:  # attend to the cached positions 0..pos-1 plus these T new ones
+            k, v = kv_cache.insert(layer, k, v)
+            pos = kv_cache.pos
+            if T == 1:  # one new token sees everything before it: no mask at all
+                causal = False
+            elif pos > 0:  # a chunk after cached tokens: query i sees keys up to pos + i
+                mask, causal = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos), False
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -63,8 +72,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x, kv_cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), kv_cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -98,14 +107,18 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx, targets=None, loss_mask=None):
+    def forward(self, idx, targets=None, loss_mask=None, kv_cache=None):
+        """With a kv_cache (generation only), idx holds the tokens after the kv_cache.pos cached ones."""
         B, T = idx.size()
-        assert T <= self.config.block_size, f"sequence of {T} tokens, block_size is {self.config.block_size}"
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        start = kv_cache.pos if kv_cache is not None else 0
+        assert start + T <= self.config.block_size, f"sequence of {start + T} tokens, block_size is {self.config.block_size}"
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, kv_cache, i)
         x = self.transformer.ln_f(x)
+        if kv_cache is not None:
+            kv_cache.pos += T
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None  # generation needs the last position only
         logits = self.lm_head(x)
@@ -127,6 +140,25 @@ class GPT(nn.Module):
         cfg = self.config
         flops_per_token = 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
         return flops_per_token * tokens_per_iter / dt / peak_flops
+
+
+class KVCache:
+    """
+    Keys and values of every layer for the first `pos` positions of a batch, so that generation runs the
+    prompt once (prefill) and then one new position per step instead of recomputing the whole context.
+    """
+    def __init__(self, config, batch_size=1, device='cpu', dtype=torch.float32):
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0  # positions filled; GPT.forward advances it after all layers have inserted
+
+    def insert(self, layer, k, v):
+        """Stores this layer's new keys/values at pos.. and returns all keys/values so far."""
+        end = self.pos + k.size(2)
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
 def pick_device(device='auto'):
