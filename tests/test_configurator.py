@@ -1,0 +1,59 @@
+"""configurator.py as train.py uses it: config files, --key=value overrides, type checks, --help."""
+import os
+import sys
+
+import pytest
+
+from conftest import ROOT, run_script
+
+CONFIGURATOR = open(os.path.join(ROOT, 'configurator.py'), encoding='utf-8').read()
+
+
+def configure(argv, **defaults):
+    """Runs the configurator over `defaults` as a script's module globals would be, with argv as sys.argv[1:]."""
+    scope = {'__doc__': 'a test script', **defaults}
+    saved = sys.argv
+    sys.argv = ['script.py', *argv]
+    try:
+        exec(CONFIGURATOR, scope)
+    finally:
+        sys.argv = saved
+    return scope
+
+
+def test_config_file_then_overrides(tmp_path):
+    config = tmp_path / 'run.py'
+    config.write_text("n_layer = 3\nbatch_size = 8\nout_dir = 'out/file'\n")
+    scope = configure([str(config), '--batch_size=2', '--learning_rate=1', '--device=cuda:1', '--compile=False'],
+                      n_layer=12, batch_size=16, out_dir='out', learning_rate=6e-4, device='auto', compile=True)
+    assert scope['n_layer'] == 3 and scope['out_dir'] == 'out/file'  # from the file
+    assert scope['batch_size'] == 2  # the override comes after the file and wins
+    assert scope['learning_rate'] == 1.0 and isinstance(scope['learning_rate'], float)  # an int is fine for a float
+    assert scope['device'] == 'cuda:1' and scope['compile'] is False
+
+
+def test_unknown_key_and_wrong_type_are_refused():
+    with pytest.raises(SystemExit) as e:
+        configure(['--batch_sise=4'], batch_size=16)
+    assert '--batch_sise' in str(e.value) and 'unknown' in str(e.value)
+    with pytest.raises(SystemExit) as e:
+        configure(['--batch_size=4.5'], batch_size=16)
+    assert '--batch_size expects int' in str(e.value) and '4.5' in str(e.value)
+    with pytest.raises(SystemExit) as e:
+        configure(['--batch_size'], batch_size=16)
+    assert 'needs a value' in str(e.value)
+
+
+def test_train_py_refuses_an_unknown_key_and_a_wrong_type():
+    proc = run_script(['train.py', '--max_itters=5'], check=False)
+    assert proc.returncode != 0 and '--max_itters' in proc.stderr
+    proc = run_script(['train.py', 'config/train_config_cpu.py', '--max_iters=lots'], check=False)
+    assert proc.returncode != 0 and '--max_iters expects int' in proc.stderr
+
+
+def test_train_py_help_lists_the_settings():
+    proc = run_script(['train.py', 'config/train_config_cpu.py', '--help'])
+    assert 'torchrun --standalone --nproc_per_node=8 train.py config/train_config.py' in proc.stdout
+    for setting in ("--init_from='scratch'", "--dtype='float32'", "--device='cpu'", "--sample_mode='traverse'",
+                    '--epochs=0.0', "--data_dir=''"):
+        assert setting in proc.stdout, setting  # the config file's values, shown after it was read
