@@ -121,12 +121,16 @@ class GPT(nn.Module):
             kv_cache.pos += T
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None  # generation needs the last position only
-        logits = self.lm_head(x)
-        losses = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), reduction='none')
         if loss_mask is None:
-            return logits, losses.mean()
-        mask = loss_mask.reshape(-1).to(losses.dtype)
-        return logits, (losses * mask).sum() / mask.sum().clamp(min=1.0)
+            logits = self.lm_head(x)
+            return logits, F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+        # Only masked-in positions reach the 50304-way output layer, the bulk of a small model's cost: PAD tails
+        # and SFT questions are a third to a half of the positions. So with a mask, logits are (kept, vocab).
+        mask = loss_mask.reshape(-1)
+        keep = mask > 0
+        logits = self.lm_head(x.reshape(B * T, -1)[keep])
+        losses = F.cross_entropy(logits.float(), targets.reshape(-1)[keep], reduction='none')
+        return logits, (losses * mask[keep].float()).sum() / mask.float().sum().clamp(min=1.0)
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         params = [p for p in self.parameters() if p.requires_grad]

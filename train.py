@@ -363,4 +363,5 @@ while True:
         log('train', lossf, lr)
 
 if ddp:
+    torch.distributed.barrier()  # rank 0 may still be saving; tearing gloo down under it aborts the others
     destroy_process_group()

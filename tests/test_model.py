@@ -25,8 +25,10 @@ def test_loss_is_cross_entropy_over_masked_in_positions(tiny_model):
     y = torch.randint(0, 50257, (2, 6))
     mask = torch.tensor([[1, 1, 0, 1, 0, 0], [0, 1, 1, 1, 1, 0]], dtype=torch.float)
     with torch.no_grad():
-        logits, loss = tiny_model(x, y, mask)
-        _, unmasked = tiny_model(x, y)
+        kept_logits, loss = tiny_model(x, y, mask)
+        logits, unmasked = tiny_model(x, y)
+    assert kept_logits.shape == (7, logits.size(-1))  # with a mask, logits of the masked-in positions only
+    assert torch.allclose(kept_logits, logits[mask.bool()], atol=1e-5)
     log_probs = F.log_softmax(logits.double(), dim=-1)
     picked = [-log_probs[b, t, y[b, t]].item() for b in range(2) for t in range(6) if mask[b, t]]
     assert len(picked) == 7
