@@ -22,6 +22,27 @@ SENTENCES = [
 ]
 
 
+# question/answer pairs for the SFT tests: (article id, question, answer)
+SFT_PAIRS = [
+    (0, '北京是什么？', '中国的首都'),
+    (0, '故宫位于哪里？', '北京市中心'),
+    (1, '长江是什么？', '中国最长的河流'),
+    (2, '熊猫喜欢吃什么？', '竹子'),
+    (3, '新华社成立于什么时候？', '1931年'),
+    (4, '春节吃什么？', '饺子'),
+    (5, '黄河流入哪里？', '渤海'),
+]
+
+
+def write_sft_pairs(path, pairs, extra_lines=()):
+    """sft_saves.jsonl lines as sft_generate.py writes them, plus any raw extra lines."""
+    with open(path, 'w', encoding='utf-8') as f:
+        for i, q, a in pairs:
+            f.write(json.dumps({'question': q, 'answer': a, 'id': i}, ensure_ascii=False) + '\n')
+        for line in extra_lines:
+            f.write(line + '\n')
+
+
 def run_script(args, timeout=300, cwd=ROOT, env=None, check=True):
     """Runs one of the project's scripts with the test's Python; returns the CompletedProcess."""
     full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))

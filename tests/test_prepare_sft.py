@@ -5,29 +5,11 @@ import os
 import numpy as np
 import torch
 
-from conftest import ROOT, run_script
+from conftest import ROOT, SFT_PAIRS as PAIRS, run_script, write_sft_pairs as write_pairs
 from config.train_config import A_TOKEN, EOT_TOKEN, PAD_TOKEN
 from data_utils import RowOrder, get_batch_sft, get_encoding, init_data_sft, load_rows, read_meta, sft_mask
 
 SCRIPT = os.path.join(ROOT, 'data', 'prepare_sft.py')
-PAIRS = [  # (id, question, answer)
-    (0, '北京是什么？', '中国的首都'),
-    (0, '故宫位于哪里？', '北京市中心'),
-    (1, '长江是什么？', '中国最长的河流'),
-    (2, '熊猫喜欢吃什么？', '竹子'),
-    (3, '新华社成立于什么时候？', '1931年'),
-    (4, '春节吃什么？', '饺子'),
-]
-
-
-def write_pairs(path, pairs, extra_lines=()):
-    with open(path, 'w', encoding='utf-8') as f:
-        for i, q, a in pairs:
-            f.write(json.dumps({'question': q, 'answer': a, 'id': i}, ensure_ascii=False) + '\n')
-        for line in extra_lines:
-            f.write(line + '\n')
-
-
 def expected_row(q, a, block_size):
     enc = get_encoding()
     ids = enc.encode_ordinary(q) + [A_TOKEN] + enc.encode_ordinary(a) + [EOT_TOKEN]

@@ -8,23 +8,12 @@ import os
 import numpy as np
 import torch
 
-from conftest import ROOT, run_script
+from conftest import ROOT, SFT_PAIRS as PAIRS, run_script, write_sft_pairs
 from config.train_config import A_TOKEN, EOT_TOKEN, PAD_TOKEN
 from data_utils import RowOrder, get_batch_sft, get_encoding, init_data_sft
 from model import load_checkpoint
 
 BLOCK_SIZE = 64  # the block size of conftest's tiny_checkpoint, the pretrained model fine-tuned here
-PAIRS = [  # (article id, question, answer)
-    (0, '北京是什么？', '中国的首都'),
-    (0, '故宫位于哪里？', '北京市中心'),
-    (1, '长江是什么？', '中国最长的河流'),
-    (2, '熊猫喜欢吃什么？', '竹子'),
-    (3, '新华社成立于什么时候？', '1931年'),
-    (4, '春节吃什么？', '饺子'),
-    (5, '黄河流入哪里？', '渤海'),
-]
-
-
 def sft_loss(out_dir, data_dir):
     """Mean masked loss of a checkpoint over every train row (answers and their EOT only)."""
     model, _ = load_checkpoint(str(out_dir), 'cpu')
@@ -44,9 +33,7 @@ def greedy(model, ids, max_new_tokens):
 def test_sft_memorises_answers_and_stops(tmp_path, tiny_checkpoint):
     pre, data, out = tiny_checkpoint, tmp_path / 'data_sft', tmp_path / 'sft'
     pairs = tmp_path / 'pairs.jsonl'
-    with open(pairs, 'w', encoding='utf-8') as f:
-        for i, q, a in PAIRS:
-            f.write(json.dumps({'question': q, 'answer': a, 'id': i}, ensure_ascii=False) + '\n')
+    write_sft_pairs(pairs, PAIRS)
     run_script([os.path.join(ROOT, 'data', 'prepare_sft.py'), f'--input={pairs}', f'--out_dir={data}',
                 f'--block_size={BLOCK_SIZE}', '--val_fraction=0.2'])
     before = sft_loss(pre, data)
