@@ -103,6 +103,17 @@ curl -sf "http://127.0.0.1:$API_PORT/health"; echo
 curl -sfN "http://127.0.0.1:$API_PORT/generate" -H 'Content-Type: application/json' \
     -d "{\"prompt\": \"$QUESTION ##\", \"max_new_tokens\": 40, \"temperature\": 0, \"top_k\": 20}"; echo
 
+$PY - "$WORK" <<'PYEOF'
+import json, sys
+work = sys.argv[1]
+def ppl(stage):
+    r = json.load(open(f'{work}/out/{stage}/perplexity_val.json'))
+    return f"{r['ppl']:.2f} (unigram baseline {r['unigram_ppl']:.2f})"
+rouge = json.load(open(f'{work}/out/sft/rougeL.json'))['summary']
+print(f"\nperplexity on val: pretrained {ppl('pretrain')}, fine-tuned {ppl('sft')}")
+print(f"Rouge-L (characters) of the fine-tuned model on {rouge['n']} of its SFT questions: F {rouge['f']:.4f}")
+print(f"loss curves: {work}/out/loss.png")
+PYEOF
 cat <<EOF
 
 Done in $((SECONDS - START)) s. Where to look:
