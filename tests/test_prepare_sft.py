@@ -5,10 +5,11 @@ import os
 import numpy as np
 import torch
 
-from conftest import ROOT, SFT_PAIRS as PAIRS, run_script, write_sft_pairs as write_pairs
+from conftest import ROOT, SFT_PAIRS, run_script, write_sft_pairs as write_pairs
 from config.train_config import A_TOKEN, EOT_TOKEN, PAD_TOKEN
 from data_utils import RowOrder, get_batch_sft, get_encoding, init_data_sft, load_rows, read_meta, sft_mask
 
+PAIRS = SFT_PAIRS[:6]  # the bad lines' numbers asserted below count on six pairs before them
 SCRIPT = os.path.join(ROOT, 'data', 'prepare_sft.py')
 def expected_row(q, a, block_size):
     enc = get_encoding()
