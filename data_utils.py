@@ -68,6 +68,29 @@ def find_jsonl(input_dir):
     return sorted(glob.glob(os.path.join(input_dir, '**', '*.jsonl'), recursive=True))
 
 
+def jsonl_objects(path):
+    """
+    Yields (line_no, record, problem) for each non-blank line of a JSONL file, streaming: record is the
+    line's JSON object, or None and problem = (reason, detail) with reason 'non_utf8' or 'malformed'.
+    Each caller decides whether a problem is skipped, counted or fatal, and checks its own fields.
+    """
+    with open(path, 'rb') as f:
+        for line_no, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode('utf-8'))
+            except UnicodeDecodeError as e:
+                yield line_no, None, ('non_utf8', f'not UTF-8 ({e.reason} at byte {e.start})')
+            except json.JSONDecodeError as e:
+                yield line_no, None, ('malformed', f'not JSON ({e.msg}, column {e.colno})')
+            else:
+                if isinstance(record, dict):
+                    yield line_no, record, None
+                else:
+                    yield line_no, None, ('malformed', 'expected a JSON object')
+
+
 def iter_articles(input_dir, skipped=None, strict=False):
     """
     Yields (article_id, path, line_no, raw_text) for every {"text": ...} line below input_dir, streaming.
@@ -77,31 +100,20 @@ def iter_articles(input_dir, skipped=None, strict=False):
     """
     article_id = 0
     for path in find_jsonl(input_dir):
-        with open(path, 'rb') as f:
-            for line_no, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                reason, text = None, None
-                try:
-                    record = json.loads(raw.decode('utf-8'))
-                    text = record.get('text') if isinstance(record, dict) else None
-                    if not isinstance(text, str):
-                        reason = 'malformed'
-                        detail = 'no "text" string field'
-                except UnicodeDecodeError as e:
-                    reason, detail = 'non_utf8', f'not UTF-8 ({e.reason} at byte {e.start})'
-                except json.JSONDecodeError as e:
-                    reason, detail = 'malformed', f'not JSON ({e.msg}, column {e.colno})'
-                if reason:
-                    message = f"{path}:{line_no}: {detail}"
-                    if strict:
-                        raise ValueError(message)
-                    print(f"skipped {message}", file=sys.stderr)
-                    if skipped is not None:
-                        skipped[reason] = skipped.get(reason, 0) + 1
-                    continue
-                yield article_id, path, line_no, text
-                article_id += 1
+        for line_no, record, problem in jsonl_objects(path):
+            if record is not None and not isinstance(record.get('text'), str):
+                problem = ('malformed', 'no "text" string field')
+            if problem:
+                reason, detail = problem
+                message = f"{path}:{line_no}: {detail}"
+                if strict:
+                    raise ValueError(message)
+                print(f"skipped {message}", file=sys.stderr)
+                if skipped is not None:
+                    skipped[reason] = skipped.get(reason, 0) + 1
+                continue
+            yield article_id, path, line_no, record['text']
+            article_id += 1
 
 
 # ----------------------------------------------------------------------------- prepared rows

@@ -23,6 +23,7 @@ import sys
 from tqdm import tqdm
 
 from config.train_config import A_TOKEN, EOT_TOKEN
+from data_utils import jsonl_objects
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/sft'  # checkpoint folder (ckpt.pt)
@@ -64,30 +65,23 @@ def rouge_l(scorer, reference, prediction):
 def read_items(path):
     """[{id, prompt, reference}] from a JSONL file; a bad line stops with path:line and what is wrong."""
     items = []
-    with open(path, encoding='utf-8') as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not JSON ({e.msg}, column {e.colno})")
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object")
-            if 'prompt' in record or 'reference' in record:
-                fields = ('prompt', 'reference')
-            else:
-                fields = ('question', 'answer')
-            for field in fields:
-                if not isinstance(record.get(field), str) or not record[field].strip():
-                    raise ValueError(f"{where}: no {field!r} string (each line needs prompt/reference "
-                                     f"or question/answer)")
-            if fields[0] == 'prompt':
-                prompt, reference = record['prompt'], record['reference']
-            else:  # the seed's convention: a prompt ending in ## is a question, the answer follows
-                prompt, reference = record['question'].strip() + ' ##', record['answer']
-            items.append({'id': record.get('id', len(items)), 'prompt': prompt, 'reference': reference})
+    for line_no, record, problem in jsonl_objects(path):
+        where = f"{path}:{line_no}"
+        if problem:
+            raise ValueError(f"{where}: {problem[1]}")
+        if 'prompt' in record or 'reference' in record:
+            fields = ('prompt', 'reference')
+        else:
+            fields = ('question', 'answer')
+        for field in fields:
+            if not isinstance(record.get(field), str) or not record[field].strip():
+                raise ValueError(f"{where}: no {field!r} string (each line needs prompt/reference "
+                                 f"or question/answer)")
+        if fields[0] == 'prompt':
+            prompt, reference = record['prompt'], record['reference']
+        else:  # the seed's convention: a prompt ending in ## is a question, the answer follows
+            prompt, reference = record['question'].strip() + ' ##', record['answer']
+        items.append({'id': record.get('id', len(items)), 'prompt': prompt, 'reference': reference})
     if not items:
         raise ValueError(f"{path}: no items")
     return items

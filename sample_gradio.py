@@ -32,6 +32,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from data_utils import jsonl_objects
+
 # -----------------------------------------------------------------------------
 host = '0.0.0.0'  # interface the page listens on (127.0.0.1 keeps it to this machine)
 port = 7860  # port of the page
@@ -56,15 +58,14 @@ def read_votes(path):
     battles, bad = [], []
     if not os.path.exists(path):
         return battles, bad
-    with open(path, encoding='utf-8') as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                v = json.loads(line)
-                battles.append((v['model_a'], v['model_b'], OUTCOME[v['vote']]))
-            except (ValueError, KeyError, TypeError) as e:
-                bad.append(f'{path}:{line_no} ({type(e).__name__}: {e})')
+    for line_no, v, problem in jsonl_objects(path):
+        if problem:
+            bad.append(f'{path}:{line_no} ({problem[1]})')
+            continue
+        try:
+            battles.append((v['model_a'], v['model_b'], OUTCOME[v['vote']]))
+        except (KeyError, TypeError) as e:
+            bad.append(f'{path}:{line_no} ({type(e).__name__}: {e})')
     return battles, bad
 
 

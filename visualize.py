@@ -8,7 +8,6 @@ axis, one colour per run, several runs overlaid. Reads only <out_dir>/log.jsonl 
 The raw train loss is drawn faint, an exponential moving average (--smoothing) over it, and val loss as
 points joined by a line. Works without a display (matplotlib's Agg backend).
 """
-import json
 import os
 import sys
 
@@ -16,6 +15,8 @@ import matplotlib
 
 matplotlib.use('Agg')  # no display needed: servers, CI, ssh sessions
 import matplotlib.pyplot as plt  # noqa: E402
+
+from data_utils import jsonl_objects  # noqa: E402
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/pretrain'  # one or more checkpoint folders, comma-separated
@@ -37,23 +38,16 @@ def read_log(folder):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no training log (is --out_dir a folder train.py wrote?)")
     curves = {'train': [], 'val': []}
-    with open(path, encoding='utf-8') as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not JSON ({e.msg}, column {e.colno})")
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{line_no}: expected a JSON object")
-            for key in REQUIRED:
-                if key not in record:
-                    raise ValueError(f"{path}:{line_no}: no {key!r} field")
-            if not isinstance(record['loss'], (int, float)) or not isinstance(record['iter'], (int, float)):
-                raise ValueError(f"{path}:{line_no}: iter and loss must be numbers")
-            if record['split'] in curves:  # other splits, if a later train.py logs any, are not plotted
-                curves[record['split']].append((record['iter'], record['loss'], record.get('lr')))
+    for line_no, record, problem in jsonl_objects(path):
+        if problem:
+            raise ValueError(f"{path}:{line_no}: {problem[1]}")
+        for key in REQUIRED:
+            if key not in record:
+                raise ValueError(f"{path}:{line_no}: no {key!r} field")
+        if not isinstance(record['loss'], (int, float)) or not isinstance(record['iter'], (int, float)):
+            raise ValueError(f"{path}:{line_no}: iter and loss must be numbers")
+        if record['split'] in curves:  # other splits, if a later train.py logs any, are not plotted
+            curves[record['split']].append((record['iter'], record['loss'], record.get('lr')))
     if not curves['train'] and not curves['val']:
         raise ValueError(f"{path}: empty, no train or val entries to plot")
     return curves

@@ -11,7 +11,6 @@ a row as the separator) is skipped and counted. Whole articles (by id) go to tra
 hash of the id, so the split does not depend on the order the generator finished articles in.
 Writes data/<dataset>/{train,val}.bin and meta.json (kind 'sft') under temporary names, renamed at the end.
 """
-import json
 import os
 import sys
 import zlib
@@ -21,7 +20,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from config.train_config import A_TOKEN, EOT_TOKEN, PAD_TOKEN  # noqa: E402
-from data_utils import finish_prepared, get_encoding, tokenizer_facts  # noqa: E402
+from data_utils import finish_prepared, get_encoding, jsonl_objects, tokenizer_facts  # noqa: E402
 
 # -----------------------------------------------------------------------------
 input = 'sft/sft_saves.jsonl'  # {"question", "answer", "id"} per line
@@ -52,27 +51,20 @@ def in_val(article_id, val_fraction):
 
 def read_pairs(path, skipped, strict=False):
     """Yields (id, question, answer) per good line; a bad one is reported as path:line and counted."""
-    with open(path, 'rb') as f:
-        for line_no, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode('utf-8'))
-                if not isinstance(record, dict):
-                    raise ValueError('not a JSON object')
-                fields = [record.get(k) for k in ('id', 'question', 'answer')]
-                bad = [k for k, v, t in zip(('id', 'question', 'answer'), fields, (int, str, str))
-                       if not isinstance(v, t)]
-                if bad:
-                    raise ValueError(f'field {bad[0]!r} missing or not a{"n int" if bad[0] == "id" else " string"}')
-            except (UnicodeDecodeError, ValueError) as e:
-                message = f"{path}:{line_no}: {e}"
-                if strict:
-                    sys.exit(f"error: {message}")
-                print(f"skipped {message}", file=sys.stderr)
-                skipped['malformed'] = skipped.get('malformed', 0) + 1
-                continue
-            yield tuple(fields)
+    for line_no, record, problem in jsonl_objects(path):
+        if record is not None:
+            fields = [record.get(k) for k in ('id', 'question', 'answer')]
+            bad = [k for k, v, t in zip(('id', 'question', 'answer'), fields, (int, str, str)) if not isinstance(v, t)]
+            if bad:
+                problem = ('malformed', f'field {bad[0]!r} missing or not a{"n int" if bad[0] == "id" else " string"}')
+        if problem:
+            message = f"{path}:{line_no}: {problem[1]}"
+            if strict:
+                sys.exit(f"error: {message}")
+            print(f"skipped {message}", file=sys.stderr)
+            skipped['malformed'] = skipped.get('malformed', 0) + 1
+            continue
+        yield tuple(fields)
 
 
 def main():
