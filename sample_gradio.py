@@ -25,7 +25,6 @@ import json
 import os
 import queue
 import random
-import sys
 import threading
 import time
 from datetime import datetime, timezone

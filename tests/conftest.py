@@ -1,10 +1,14 @@
 """Shared fixtures: a tiny corpus the tests write themselves, and a tiny checkpoint trained in-process."""
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
+import requests
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,12 +49,56 @@ def write_sft_pairs(path, pairs, extra_lines=()):
 
 def run_script(args, timeout=300, cwd=ROOT, env=None, check=True):
     """Runs one of the project's scripts with the test's Python; returns the CompletedProcess."""
-    full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
+    full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}
     proc = subprocess.run([PYTHON, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
     return proc
 
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(args, url, log_path, env=None, seconds=120):
+    """
+    One of the project's servers started for a test: its output goes to log_path (an unread pipe could
+    fill and block it), it is yielded once `url` answers 200, must still be alive when the test is done,
+    and is stopped in any case.
+    """
+    log = open(log_path, 'w+', encoding='utf-8')
+
+    def output():
+        log.seek(0)
+        return log.read()[-4000:]
+
+    proc = subprocess.Popen([PYTHON, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})})
+    try:
+        deadline = time.time() + seconds
+        while True:
+            assert proc.poll() is None, f'{args[0]} exited {proc.returncode}:\n{output()}'
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.time() < deadline, f'no answer from {url} after {seconds} s:\n{output()}'
+            time.sleep(0.25)
+        yield proc
+        assert proc.poll() is None, f'{args[0]} died during the tests:\n{output()}'
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 def write_jsonl(path, texts):
     os.makedirs(os.path.dirname(path), exist_ok=True)

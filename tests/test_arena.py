@@ -7,25 +7,17 @@ a peer that never answers in time.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import requests
 
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, free_port, serving
 
 PROMPT, ANSWER = '北京是中国的', '首都。北京有很多名胜古迹。'
 ENV = dict(os.environ, PYTHONUNBUFFERED='1', GRADIO_ANALYTICS_ENABLED='False', HF_HUB_OFFLINE='1', HF_HUB_DISABLE_TELEMETRY='1')
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 class OddPeer(BaseHTTPRequestHandler):
@@ -44,29 +36,6 @@ class OddPeer(BaseHTTPRequestHandler):
         pass
 
 
-def wait_for(url, proc, seconds=120):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f'{proc.args} exited {proc.returncode}:\n{proc.stdout.read()[-3000:]}')
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f'no answer from {url} after {seconds} s')
-
-
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope='module')
 def arena(tiny_checkpoint, tmp_path_factory):
     tmp = tmp_path_factory.mktemp('arena')
@@ -82,19 +51,14 @@ def arena(tiny_checkpoint, tmp_path_factory):
              {'name': 'API 同学 (openai)', 'url': f'http://127.0.0.1:{api_port}/v1', 'kind': 'openai', 'model': 'tiny'}]
     (tmp / 'peers.json').write_text(json.dumps(peers, ensure_ascii=False), encoding='utf-8')
     votes = tmp / 'votes.jsonl'
-    procs = []
     try:
-        for args in (['server.py', f'--models=tiny={tiny_checkpoint}', '--host=127.0.0.1', f'--port={api_port}'],
-                     ['sample_gradio.py', f"--peers={tmp / 'peers.json'}", f'--votes={votes}', '--host=127.0.0.1',
-                      f'--port={port}', '--seed=4', '--timeout=5', '--bootstrap_rounds=50']):
-            procs.append(subprocess.Popen([PYTHON, *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))
-        wait_for(f'http://127.0.0.1:{api_port}/health', procs[0])
-        wait_for(f'http://127.0.0.1:{port}/', procs[1])
-        yield {'url': f'http://127.0.0.1:{port}/', 'votes': votes, 'closed': closed, 'odd': odd.server_port}
+        with serving(['server.py', f'--models=tiny={tiny_checkpoint}', '--host=127.0.0.1', f'--port={api_port}'],
+                     f'http://127.0.0.1:{api_port}/health', tmp / 'server.log', ENV), \
+             serving(['sample_gradio.py', f"--peers={tmp / 'peers.json'}", f'--votes={votes}', '--host=127.0.0.1',
+                      f'--port={port}', '--seed=4', '--timeout=5', '--bootstrap_rounds=50'],
+                     f'http://127.0.0.1:{port}/', tmp / 'arena.log', ENV):
+            yield {'url': f'http://127.0.0.1:{port}/', 'votes': votes, 'closed': closed, 'odd': odd.server_port}
     finally:
-        for proc in procs:
-            stop(proc)
         odd.shutdown()
         odd.server_close()
 

@@ -1,18 +1,11 @@
 """The README's main command in quick mode, end to end: every stage runs for real, in order, on the sample corpus."""
 import json
 import os
-import socket
 import subprocess
 
 import numpy as np
 
-from conftest import ROOT
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+from conftest import ROOT, free_port
 
 
 def test_quick_main_command(tmp_path):

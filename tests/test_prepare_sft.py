@@ -1,5 +1,4 @@
 """data/prepare_sft.py: exact SFT rows and loss masks for hand-built pairs, skips counted, bad lines named."""
-import json
 import os
 
 import numpy as np

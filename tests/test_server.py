@@ -1,8 +1,5 @@
 """The real server.py on a loopback port: the official openai client, raw HTTP for bad input, concurrency, disconnects."""
 import json
-import os
-import socket
-import subprocess
 import threading
 import time
 
@@ -12,7 +9,7 @@ import torch
 from openai import OpenAI
 
 from config.train_config import A_TOKEN, EOT_TOKEN
-from conftest import PYTHON, ROOT, SENTENCES, train_tiny_checkpoint
+from conftest import SENTENCES, free_port, serving, train_tiny_checkpoint
 from data_utils import get_encoding, tokenizer_facts
 from model import GPT, GPTConfig, save_checkpoint
 
@@ -21,12 +18,6 @@ AUTH = {'Authorization': f'Bearer {KEY}'}
 # question/answer pairs in the SFT layout; no question ends in punctuation, so q + '##' + a encodes as
 # encode(q) + [A_TOKEN] + encode(a), and no answer contains its question
 QA = [('首都在哪', '北京。'), ('最长的河', '长江。'), ('熊猫吃啥', '竹子。'), ('春节吃啥', '饺子。')]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def endless_checkpoint(out_dir):
@@ -48,36 +39,12 @@ def server(tiny_checkpoint, tmp_path_factory):
     train_tiny_checkpoint(qa_dir, texts=[q + '##' + a for q, a in QA], block_size=24, steps=80)
     endless_checkpoint(endless_dir)
     port = free_port()
-    log = open(tmp_path_factory.mktemp('log') / 'server.log', 'w+')
-    proc = subprocess.Popen([PYTHON, 'server.py', f'--models=qa={qa_dir},tiny={tiny_checkpoint},endless={endless_dir}',
-                             '--host=127.0.0.1', f'--port={port}', '--max_new_tokens=20000', '--max_prompt_tokens=50',
-                             '--max_body_bytes=20000', '--device=cpu'],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, MINIGPT_API_KEY=KEY, OMP_NUM_THREADS='1'))  # see test_sample.py
+    args = [f'--models=qa={qa_dir},tiny={tiny_checkpoint},endless={endless_dir}', '--host=127.0.0.1',
+            f'--port={port}', '--max_new_tokens=20000', '--max_prompt_tokens=50', '--max_body_bytes=20000', '--device=cpu']
     base = f'http://127.0.0.1:{port}'
-    try:
-        for _ in range(240):
-            assert proc.poll() is None, f'server died:\n{_read(log)}'
-            try:
-                if requests.get(base + '/health', timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.25)
-        else:
-            raise AssertionError(f'server never answered /health:\n{_read(log)}')
+    with serving(['server.py', *args], base + '/health', tmp_path_factory.mktemp('log') / 'server.log',
+                 env={'MINIGPT_API_KEY': KEY, 'OMP_NUM_THREADS': '1'}):  # one thread: see test_sample.py
         yield base
-        assert proc.poll() is None, f'server died during the tests:\n{_read(log)}'
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def _read(f):
-    f.seek(0)
-    return f.read()[-4000:]
 
 
 def client(base):

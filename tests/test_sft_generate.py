@@ -250,8 +250,8 @@ def test_rules_backend_answers_are_verbatim_spans(tmp_path):
     runs = []
     for name, limit in (('one', 0), ('two', 0), ('three', 2)):
         out, rej = tmp_path / f'{name}.jsonl', tmp_path / f'{name}_rejects.jsonl'
-        proc = run_script([SCRIPT, '--backend=rules', f'--input_dir={corpus}', f'--output={out}', f'--rejects={rej}',
-                           f'--limit={limit}'], timeout=60)
+        run_script([SCRIPT, '--backend=rules', f'--input_dir={corpus}', f'--output={out}', f'--rejects={rej}',
+                    f'--limit={limit}'], timeout=60)
         runs.append(out.read_bytes())
     assert runs[0] == runs[1]  # deterministic
     assert {p['id'] for p in read_jsonl(tmp_path / 'three.jsonl')} == {0, 1}  # --limit=2: articles 0 and 1 only
