@@ -2,7 +2,8 @@
 How fast is data/prepare.py, and does its memory stay flat?
 
     python data/fetch_sample.py
-    python tests/bench/bench_prepare.py --workers=2            # ~1 min on 2 cores
+    python tests/bench/bench_prepare.py --workers=2            # ~1 min on 2 cores, GPT-2's tokenizer
+    python tests/bench/bench_prepare.py --tokenizer=data/tokenizer   # a trained one
 
 Speed: input tokens per second (tokens of the cleaned articles, whole) for
   - the baseline: enc.encode_ordinary_batch over the same cleaned texts, num_threads=workers, texts already in RAM;
@@ -22,12 +23,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'data'))
-from data_utils import clean_article, find_jsonl, get_encoding, iter_articles  # noqa: E402
+from data_utils import clean_article, find_jsonl, iter_articles  # noqa: E402
+from tokenizer import get_tokenizer  # noqa: E402
 import prepare  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument('--input_dir', default=os.path.join(ROOT, 'data', 'people_daily'))
 parser.add_argument('--workers', type=int, default=2)
+parser.add_argument('--tokenizer', default='gpt2', help="'gpt2' or a folder from data/train_tokenizer.py")
 parser.add_argument('--block_size', type=int, default=128)
 parser.add_argument('--copies', type=int, default=10)
 parser.add_argument('--repeats', type=int, default=3, help='best of n for the timings')
@@ -55,7 +58,8 @@ print(code, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDRE
 def run_prepare(input_dir, out_dir):
     """prepare.py as a child process; returns (wall seconds, peak RSS in MiB of it or any of its workers)."""
     cmd = [sys.executable, os.path.join(ROOT, 'data', 'prepare.py'), f'--input_dir={input_dir}',
-           f'--out_dir={out_dir}', f'--block_size={args.block_size}', f'--workers={args.workers}']
+           f'--out_dir={out_dir}', f'--block_size={args.block_size}', f'--workers={args.workers}',
+           f'--tokenizer={args.tokenizer}']
     report = subprocess.run([sys.executable, '-c', _WRAPPER, *cmd], capture_output=True, text=True).stdout.split()
     if not report or report[0] != '0':
         sys.exit(f"prepare.py failed ({report}): {' '.join(cmd)}")
@@ -63,7 +67,7 @@ def run_prepare(input_dir, out_dir):
 
 
 def main():
-    enc = get_encoding()
+    enc = get_tokenizer(args.tokenizer).enc
     texts = [clean_article(raw) for _, _, _, raw in iter_articles(args.input_dir)]
     n_tokens = sum(len(ids) for ids in enc.encode_ordinary_batch(texts, num_threads=args.workers))
     print(f"corpus: {args.input_dir}, {len(texts):,} articles, {sum(map(len, texts)):,} chars, "
@@ -73,7 +77,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, 'out')
         t_prep = best_time(lambda: prepare.prepare(args.input_dir, out, args.block_size, 0.01, args.workers,
-                                                   False), args.repeats)
+                                                   False, args.tokenizer), args.repeats)
         t_proc = min(run_prepare(args.input_dir, out)[0] for _ in range(args.repeats))
         base = n_tokens / t_base
         print(f"baseline encode_ordinary_batch: {t_base:.2f}s, {base / 1e6:.2f}M tokens/s")
