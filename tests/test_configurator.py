@@ -57,3 +57,27 @@ def test_train_py_help_lists_the_settings():
     for setting in ("--init_from='scratch'", "--dtype='float32'", "--device='cpu'", "--sample_mode='traverse'",
                     '--epochs=0.0', "--data_dir=''"):
         assert setting in proc.stdout, setting  # the config file's values, shown after it was read
+
+
+def test_a_string_setting_takes_any_text():
+    scope = configure(['--dataset=2024', '--out_dir=1e3', '--start=[1, 2]', '--device=None', '--empty='],
+                      dataset='sample', out_dir='out', start='', device='auto', empty='x')
+    assert scope['dataset'] == '2024' and scope['out_dir'] == '1e3' and scope['start'] == '[1, 2]'
+    assert scope['device'] == 'None' and scope['empty'] == ''
+    with pytest.raises(SystemExit, match='--max_iters expects int'):
+        configure(['--max_iters=2024.5'], max_iters=10)  # other types are still checked
+
+
+def test_a_missing_or_broken_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        configure([str(tmp_path / 'nothere.py')], batch_size=16)
+    assert f'config file {tmp_path / "nothere.py"} not found' in str(e.value)
+    (tmp_path / 'broken.py').write_text('batch_size = 8\nn_layer = (\n')
+    with pytest.raises(SystemExit, match=r'broken\.py:2: .*never closed'):
+        configure([str(tmp_path / 'broken.py')], batch_size=16)
+    (tmp_path / 'raises.py').write_text('batch_size = undefined\n')
+    with pytest.raises(SystemExit, match=r"raises\.py: NameError: name 'undefined'"):
+        configure([str(tmp_path / 'raises.py')], batch_size=16)
+    proc = run_script(['train.py', 'config/train_config_cpus.py'], check=False)  # a typo in the README's command
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert 'config file config/train_config_cpus.py not found' in proc.stderr

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SENTENCES, run_script
-from config.train_config import A_TOKEN, EOT_TOKEN, PAD_TOKEN
-from data_utils import get_encoding, tokenizer_facts
+from conftest import A_TOKEN, EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, SENTENCES, run_script
 
 BLOCK = 64  # the tiny checkpoints' block_size
 
@@ -37,14 +35,13 @@ def pad(ids, block=BLOCK):
     return ids + [PAD_TOKEN] * (block - len(ids))
 
 
-def write_dataset(folder, kind, splits, block=BLOCK, **meta_overrides):
+def write_dataset(folder, kind, splits, block=BLOCK, tokenizer=None):
     """A prepared dataset in the DESIGN.md §2 layout: {split}.bin of uint16 rows and meta.json."""
     os.makedirs(folder, exist_ok=True)
     for split, rows in splits.items():
         np.asarray(rows, dtype=np.uint16).tofile(os.path.join(folder, f'{split}.bin'))
-    meta = {'kind': kind, **tokenizer_facts(), 'block_size': block, 'dtype': 'uint16',
-            'rows': {s: len(r) for s, r in splits.items()}}
-    meta.update(meta_overrides)
+    meta = {'kind': kind, 'tokenizer': dict(GPT2.facts(), path=None, **(tokenizer or {})), 'block_size': block,
+            'dtype': 'uint16', 'rows': {s: len(r) for s, r in splits.items()}}
     with open(os.path.join(folder, 'meta.json'), 'w', encoding='utf-8') as f:
         json.dump(meta, f)
     return str(folder)
@@ -52,10 +49,9 @@ def write_dataset(folder, kind, splits, block=BLOCK, **meta_overrides):
 
 def pretrain_rows(texts):
     """Each text, EOT, PAD; and the targets the loss counts: every text token after the first."""
-    enc = get_encoding()
     rows, targets = [], []
     for t in texts:
-        ids = enc.encode_ordinary(t)
+        ids = GPT2.encode(t)
         rows.append(pad(ids + [EOT_TOKEN]))
         targets.append(list(range(1, len(ids))))  # row positions whose token is a counted target
     return rows, targets
@@ -63,10 +59,9 @@ def pretrain_rows(texts):
 
 def sft_rows(pairs):
     """question ## answer EOT PAD; counted targets: the answer tokens and the EOT after them."""
-    enc = get_encoding()
     rows, targets = [], []
     for q, a in pairs:
-        q_ids, a_ids = enc.encode_ordinary(q), enc.encode_ordinary(a)
+        q_ids, a_ids = GPT2.encode(q), GPT2.encode(a)
         row = q_ids + [A_TOKEN] + a_ids + [EOT_TOKEN]
         rows.append(pad(row))
         first = len(q_ids) + 1
@@ -93,7 +88,8 @@ def hand_loss(model, rows, targets):
 def test_perplexity_pretrain_equals_exp_of_hand_loss(tiny_checkpoint, tmp_path):
     from model import load_checkpoint
     train, _ = pretrain_rows(SENTENCES)
-    val, targets = pretrain_rows(['北京是中国的首都。熊猫喜欢吃竹子。', '长江是中国最长的河流。'])
+    texts = ['北京是中国的首都。熊猫喜欢吃竹子。', '长江是中国最长的河流。']
+    val, targets = pretrain_rows(texts)
     data = write_dataset(tmp_path / 'data', 'pretrain', {'train': train, 'val': val})
     model, _ = load_checkpoint(tiny_checkpoint)
     expected_loss, n = hand_loss(model, val, targets)
@@ -103,6 +99,14 @@ def test_perplexity_pretrain_equals_exp_of_hand_loss(tiny_checkpoint, tmp_path):
     assert report['rows'] == 2
     assert report['loss'] == pytest.approx(expected_loss, rel=1e-5)
     assert report['ppl'] == pytest.approx(math.exp(expected_loss), rel=1e-4)
+    # bits per character by hand: the first token of a row is never a target; GPT-2 spends two tokens on
+    # 北 (bytes e5 8c | 97) and on 长 (e9 | 95 bf), so the targets hold every character but the first,
+    # and every byte but the first token's 2 and 1
+    assert [GPT2.token_bytes(GPT2.encode(t)[0]) for t in texts] == [b'\xe5\x8c', b'\xe9']
+    chars, n_bytes = len(texts[0]) - 1 + len(texts[1]) - 1, sum(len(t.encode()) for t in texts) - 3
+    assert (report['chars'], report['bytes']) == (chars, n_bytes)
+    assert report['bits_per_char'] == pytest.approx(expected_loss * n / math.log(2) / chars, rel=1e-5)
+    assert report['bits_per_byte'] == pytest.approx(expected_loss * n / math.log(2) / n_bytes, rel=1e-5)
 
     # the script end to end: printed, and the JSON written where asked
     out = tmp_path / 'ppl.json'
@@ -125,10 +129,15 @@ def test_perplexity_sft_counts_answers_only(tiny_checkpoint, tmp_path):
     assert report['tokens'] == n == sum(len(t) for t in targets)
     assert report['loss'] == pytest.approx(expected_loss, rel=1e-5)
     assert report['ppl'] == pytest.approx(math.exp(expected_loss), rel=1e-4)
+    # answers are encoded on their own, so their targets hold exactly their characters; the EOT holds none
+    answer_chars = sum(len(a) for _, a in QA)
+    assert report['chars'] == answer_chars
+    assert report['bits_per_char'] == pytest.approx(expected_loss * n / math.log(2) / answer_chars, rel=1e-5)
+    assert report['unigram_bits_per_char'] == pytest.approx(report['unigram_loss'] * n / math.log(2) / answer_chars)
     # the same rows read as pretrain rows count the question and ## too: more tokens, another loss
     pre = write_dataset(tmp_path / 'as_pretrain', 'pretrain', {'train': rows, 'val': rows})
     as_pretrain = ppl_script.evaluate(tiny_checkpoint, pre, 'val', device='cpu')
-    assert as_pretrain['tokens'] == n - len(QA) + sum(len(get_encoding().encode_ordinary(q)) for q, _ in QA)
+    assert as_pretrain['tokens'] == n - len(QA) + sum(len(GPT2.encode(q)) for q, _ in QA)
     assert as_pretrain['loss'] != pytest.approx(report['loss'])
 
 
@@ -160,11 +169,13 @@ def test_perplexity_refuses_mismatched_data(tiny_checkpoint, tmp_path):
     assert 'block_size=32' in proc.stderr and 'block_size=64' in proc.stderr and 'meta.json' in proc.stderr
     assert not os.path.exists(os.path.join(tiny_checkpoint, 'perplexity_val.json'))
 
-    other = write_dataset(tmp_path / 'tok', 'pretrain', {'train': rows, 'val': rows}, encoding='cl100k_base')
-    with pytest.raises(ValueError, match=r"tokenizer encoding='cl100k_base'.*encoding='gpt2'"):
+    other = write_dataset(tmp_path / 'tok', 'pretrain', {'train': rows, 'val': rows},
+                          tokenizer={'kind': 'trained', 'name': 'wiki-8192', 'ranks_sha256': 'ab' * 32})
+    with pytest.raises(ValueError, match=r"tokenizer mismatch: .*meta.json was made with trained 'wiki-8192' "
+                                         r"\(sha256 abababababab.*ckpt.pt with gpt2 'gpt2'"):
         ppl_script.evaluate(tiny_checkpoint, other, 'val', device='cpu')
-    other = write_dataset(tmp_path / 'eot', 'pretrain', {'train': rows, 'val': rows}, eot_token=100257)
-    with pytest.raises(ValueError, match=r"eot_token=100257.*eot_token=50256"):
+    other = write_dataset(tmp_path / 'eot', 'pretrain', {'train': rows, 'val': rows}, tokenizer={'eot_token': 100257})
+    with pytest.raises(ValueError, match=r"differ in eot_token"):
         ppl_script.evaluate(tiny_checkpoint, other, 'val', device='cpu')
 
 
@@ -201,14 +212,15 @@ def test_read_items_formats_and_errors(tmp_path):
         rouge_script.read_items(str(bad))
 
 
-def test_items_from_val_cut_prompts(tmp_path):
+def test_items_from_rows_cut_prompts(tmp_path):
     rows, _ = sft_rows(QA)
-    sft = write_dataset(tmp_path / 'sft', 'sft', {'train': rows, 'val': rows})
-    items = rouge_script.items_from_val(sft, 2)
+    sft = write_dataset(tmp_path / 'sft', 'sft', {'train': rows[1:], 'val': rows})
+    assert rouge_script.items_from_rows(sft, 1, split='train')[0]['reference'] == QA[1][1]  # the train split's rows
+    items = rouge_script.items_from_rows(sft, 2)
     assert [(i['prompt'], i['reference']) for i in items] == [(q + ' ##', a) for q, a in QA[:2]]
     rows, _ = pretrain_rows(['北京是中国的首都。'])
     pre = write_dataset(tmp_path / 'pre', 'pretrain', {'train': rows, 'val': rows})
-    assert rouge_script.items_from_val(pre, 5, 0.5) == [{'id': 0, 'prompt': '北京是中', 'reference': '国的首都。'}]
+    assert rouge_script.items_from_rows(pre, 5, 0.5) == [{'id': 0, 'prompt': '北京是中', 'reference': '国的首都。'}]
 
 
 # ----------------------------------------------------------------------------- Rouge-L end to end
@@ -230,7 +242,7 @@ def test_rouge_script_on_sft_pairs(tiny_checkpoint, tmp_path):
     assert [r['reference'] for r in table] == [QA[0][1], QA[1][1]]
     # asked as questions: the engine encodes `question ##` as the SFT rows do, question + [A_TOKEN]
     assert [r['prompt'] for r in table] == [QA[0][0] + ' ##', QA[1][0] + ' ##']
-    assert encode_prompt(table[0]['prompt']) == get_encoding().encode_ordinary(QA[0][0]) + [A_TOKEN]
+    assert encode_prompt(GPT2, table[0]['prompt']) == GPT2.encode(QA[0][0]) + [A_TOKEN]
     scorer = rouge_script.make_scorer()
     for row, item in zip(table, report['items']):
         assert row['prediction'] == item['prediction']
@@ -241,12 +253,12 @@ def test_rouge_script_on_sft_pairs(tiny_checkpoint, tmp_path):
     assert f"F {report['summary']['f']:.4f}" in proc.stdout
 
 
-def test_rouge_script_from_val_scores_each_item(tiny_checkpoint, tmp_path):
+def test_rouge_script_from_rows_scores_each_item(tiny_checkpoint, tmp_path):
     texts = ['北京是中国的首都。北京有很多名胜古迹。', '熊猫是中国的国宝。熊猫喜欢吃竹子。']
     rows, _ = pretrain_rows(texts)
     data = write_dataset(tmp_path / 'data', 'pretrain', {'train': rows, 'val': rows})
     prefix = tmp_path / 'r'
-    run_script(['evaluations-RougeL.py', f'--out_dir={tiny_checkpoint}', '--from_val=5', f'--data_dir={data}',
+    run_script(['evaluations-RougeL.py', f'--out_dir={tiny_checkpoint}', '--from_rows=5', f'--data_dir={data}',
                 '--max_new_tokens=30', '--device=cpu', f'--output_prefix={prefix}'])
     report = json.loads(open(f'{prefix}.json', encoding='utf-8').read())
     assert [item['prompt'] + item['reference'] for item in report['items']] == texts
@@ -257,6 +269,25 @@ def test_rouge_script_from_val_scores_each_item(tiny_checkpoint, tmp_path):
 
 def test_rouge_script_needs_one_source(tiny_checkpoint, tmp_path):
     proc = run_script(['evaluations-RougeL.py', f'--out_dir={tiny_checkpoint}'], check=False)
-    assert proc.returncode != 0 and '--input' in proc.stderr and '--from_val' in proc.stderr
-    proc = run_script(['evaluations-RougeL.py', f'--out_dir={tiny_checkpoint}', '--from_val=3'], check=False)
+    assert proc.returncode != 0 and '--input' in proc.stderr and '--from_rows' in proc.stderr
+    proc = run_script(['evaluations-RougeL.py', f'--out_dir={tiny_checkpoint}', '--from_rows=3'], check=False)
     assert proc.returncode != 0 and '--data_dir' in proc.stderr
+
+
+def test_rouge_script_on_a_csv_of_prompts_scores_only_what_has_a_reference(tiny_checkpoint, tmp_path):
+    table = tmp_path / 'examples.csv'
+    table.write_text('prompt,reference,kind\n北京是中国的,首都。,continuation\n熊猫喜欢吃,,continuation\n'
+                     '熊猫喜欢吃什么##,竹子。,trained\n', encoding='utf-8')
+    prefix = tmp_path / 'ex'
+    proc = run_script(['evaluations-RougeL.py', f'--out_dir={tiny_checkpoint}', f'--input={table}', '--prompts=continuations',
+                       '--max_new_tokens=20', '--device=cpu', f'--output_prefix={prefix}'])
+    report = json.loads(open(f'{prefix}.json', encoding='utf-8').read())
+    assert [i['prompt'] for i in report['items']] == ['北京是中国的', '熊猫喜欢吃']  # the question is left out
+    assert report['summary']['n'] == 2 and report['summary']['n_scored'] == 1
+    assert report['items'][1]['f'] is None and report['summary']['f'] == report['items'][0]['f']
+    assert report['items'][0]['prediction'].startswith('首都。北京有')  # the tiny model memorised SENTENCES[0]
+    assert 'Rouge-L over 1 items' in proc.stdout
+    bad = tmp_path / 'bad.csv'
+    bad.write_text('question\nx\n', encoding='utf-8')
+    proc = run_script(['evaluations-RougeL.py', f'--out_dir={tiny_checkpoint}', f'--input={bad}'], check=False)
+    assert proc.returncode != 0 and "no 'prompt' column" in proc.stderr

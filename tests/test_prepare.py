@@ -10,9 +10,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_script, write_jsonl
-from config.train_config import EOT_TOKEN, PAD_TOKEN
-from data_utils import RANKS_SHA256, clean_article, get_encoding, get_batch_pretrain, init_data_pretrain, load_rows
+from conftest import EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, run_script, write_jsonl
+from data_utils import clean_article, get_batch, init_data, load_rows
+from tokenizer import GPT2_RANKS_SHA256, get_tokenizer
 
 PREPARE = os.path.join(ROOT, 'data', 'prepare.py')
 FETCH = os.path.join(ROOT, 'data', 'fetch_sample.py')
@@ -29,15 +29,14 @@ NO_PERIOD = ['今天天气很好', '中华人民共和国是一个历史悠久�
 EMPTY = ['<div>（）</div>', '   \n\n  ']
 
 
-def expected_row(text, block_size=BLOCK):
+def expected_row(text, block_size=BLOCK, tok=GPT2):
     """The row, computed the slow obvious way: try every 。 from the right, encode that prefix whole."""
-    enc = get_encoding()
     cleaned = clean_article(text)
     stop = cleaned.rfind('。')
     while stop >= 0:
-        ids = enc.encode_ordinary(cleaned[:stop + 1])
+        ids = tok.encode(cleaned[:stop + 1])
         if len(ids) + 1 <= block_size:
-            return ids + [EOT_TOKEN] + [PAD_TOKEN] * (block_size - len(ids) - 1)
+            return ids + [tok.eot] + [tok.pad] * (block_size - len(ids) - 1)
         stop = cleaned.rfind('。', 0, stop)
     return None
 
@@ -50,8 +49,9 @@ def load_prepare_module():
 
 
 def prepare(input_dir, out_dir, check=True, **options):
+    """prepare.py with GPT-2's tokenizer (the exact ids below are GPT-2's) unless options name another."""
     args = [PREPARE, f'--input_dir={input_dir}', f'--out_dir={out_dir}', f'--block_size={BLOCK}']
-    args += [f'--{k}={v}' for k, v in options.items()]
+    args += [f'--{k}={v}' for k, v in {'tokenizer': 'gpt2', **options}.items()]
     return run_script(args, timeout=120, check=check)
 
 
@@ -80,8 +80,7 @@ def test_exact_rows_and_skips(tmp_path):
     rows = read_bin(out / 'train.bin')
     assert rows.tolist() == [expected_row(t) for t in GOOD]  # file order: a.jsonl, then sub/b.jsonl
     assert os.path.getsize(out / 'val.bin') == 0
-    enc = get_encoding()
-    texts = [enc.decode([i for i in row if i < EOT_TOKEN]) for row in rows.tolist()]
+    texts = [GPT2.decode([i for i in row if i < EOT_TOKEN]) for row in rows.tolist()]
     assert texts == ['北京是中国的首都。', '他说：“今天很好。', '正文第一句。正文第二句。', '长江是中国最长的河流。']
     assert PAD_TOKEN not in rows[2] and rows[2, -1] == EOT_TOKEN  # a row filled exactly
     assert rows[3, -2:].tolist() == [EOT_TOKEN, PAD_TOKEN]
@@ -102,20 +101,19 @@ def test_row_boundary(tmp_path):
     texts = ['北京是中国的首都。北京真大。',  # 23 tokens: whole
              '北京是中国的首都。天很蓝啊。',  # 24 tokens: back to the first 。 (15 tokens)
              '北京是中国的首都。天很蓝啊。我们']  # text after the last 。 never counts
-    enc = get_encoding()
-    assert [len(enc.encode_ordinary(t)) for t in texts[:2]] == [BLOCK - 1, BLOCK]
+    assert [len(GPT2.encode(t)) for t in texts[:2]] == [BLOCK - 1, BLOCK]
     write_jsonl(str(tmp_path / 'c' / 'a.jsonl'), texts)
     prepare(tmp_path / 'c', tmp_path / 'out', val_fraction=0.0, workers=1)
     rows = read_bin(tmp_path / 'out' / 'train.bin').tolist()
     assert rows == [expected_row(t) for t in texts]
-    assert rows[0] == enc.encode_ordinary(texts[0]) + [EOT_TOKEN]
-    assert rows[1] == rows[2] == enc.encode_ordinary('北京是中国的首都。') + [EOT_TOKEN] + [PAD_TOKEN] * 8
+    assert rows[0] == GPT2.encode(texts[0]) + [EOT_TOKEN]
+    assert rows[1] == rows[2] == GPT2.encode('北京是中国的首都。') + [EOT_TOKEN] + [PAD_TOKEN] * 8
 
 
 def test_fit_prefix_matches_brute_force():
     """The fast cut (sentence by sentence, then inner 。) against encoding every candidate prefix whole."""
     fit_prefix = load_prepare_module().fit_prefix
-    enc = get_encoding()
+    enc = GPT2.enc
     rng = random.Random(0)
     # "。's" is the case where cutting after every 。 would go wrong: alone, "'s" is one chunk (and token)
     alphabet = list('北京是中国的首都他说好') + ['。'] * 4 + list('”“，！）a1 \'st') + ['é', '𠀀', '\u3000']
@@ -138,11 +136,13 @@ def test_meta_json(tmp_path):
     meta = json.loads((out / 'meta.json').read_text(encoding='utf-8'))
     rows = read_bin(out / 'train.bin')
     non_pad = int((rows != PAD_TOKEN).sum())
-    assert {k: meta[k] for k in ('kind', 'encoding', 'ranks_sha256', 'block_size', 'dtype', 'eot_token',
-                                 'pad_token', 'a_token', 'n_vocab')} == {
-        'kind': 'pretrain', 'encoding': 'gpt2', 'ranks_sha256': RANKS_SHA256, 'block_size': BLOCK,
-        'dtype': 'uint16', 'eot_token': 50256, 'pad_token': 50257, 'a_token': 2235, 'n_vocab': 50257}
+    assert {k: meta[k] for k in ('kind', 'block_size', 'dtype')} == {'kind': 'pretrain', 'block_size': BLOCK,
+                                                                     'dtype': 'uint16'}
+    assert meta['tokenizer'] == {'kind': 'gpt2', 'name': 'gpt2', 'ranks_sha256': GPT2_RANKS_SHA256, 'eot_token': 50256,
+                                 'pad_token': 50257, 'a_token': 2235, 'n_vocab': 50257, 'pattern': 'gpt2', 'path': None}
     assert meta['tokens'] == {'train': non_pad, 'val': 0}
+    assert meta['chars'] == {'train': sum(len(t) for t in ('北京是中国的首都。', '他说：“今天很好。', '正文第一句。正文第二句。',
+                                                          '长江是中国最长的河流。')), 'val': 0}
     assert non_pad == 15 + 1 + 17 + 1 + 23 + 1 + 22 + 1
     assert meta['fill_ratio'] == pytest.approx(non_pad / rows.size, abs=1e-6)
     assert meta['source']['input_dir'] == str(corpus)
@@ -202,8 +202,8 @@ def test_tiny_corpus_gets_both_splits(tiny_corpus, tmp_path):
     assert 'moved the last' in proc.stdout  # 12 articles at 1%: none hashed into val
     assert meta['tokens']['train'] + meta['tokens']['val'] == int((read_bin(out / 'train.bin') != PAD_TOKEN).sum()
                                                                   + (read_bin(out / 'val.bin') != PAD_TOKEN).sum())
-    data = init_data_pretrain(str(out), BLOCK)
-    x, y, mask = get_batch_pretrain(data, 'val', 2)
+    data = init_data(str(out), BLOCK, 'pretrain')
+    x, y, mask = get_batch(data, 'val', 2)
     assert x.shape == (2, BLOCK - 1) and mask.sum() > 0
 
     one = tmp_path / 'one'
@@ -233,7 +233,7 @@ def test_run_killed_while_renaming_leaves_nothing_readable(tmp_path, monkeypatch
     module = load_prepare_module()
     corpus = write_mixed_corpus(tmp_path / 'corpus')
     out = tmp_path / 'out'
-    module.prepare(str(corpus), str(out), BLOCK, 0.3, 1, False)  # a good earlier run
+    module.prepare(str(corpus), str(out), BLOCK, 0.3, 1, False, 'gpt2')  # a good earlier run
     assert load_rows(str(out), 'train', BLOCK).shape[1] == BLOCK
     real_replace, calls = os.replace, []
 
@@ -245,7 +245,7 @@ def test_run_killed_while_renaming_leaves_nothing_readable(tmp_path, monkeypatch
     monkeypatch.setattr(module.os, 'replace', dies_after_first)
     write_jsonl(str(corpus / 'more.jsonl'), GOOD)
     with pytest.raises(KeyboardInterrupt):
-        module.prepare(str(corpus), str(out), BLOCK, 0.3, 1, False)
+        module.prepare(str(corpus), str(out), BLOCK, 0.3, 1, False, 'gpt2')
     with pytest.raises(FileNotFoundError, match='meta.json missing'):
         load_rows(str(out), 'train', BLOCK)
     assert not [name for name in os.listdir(out) if name.endswith('.tmp')]
@@ -277,8 +277,94 @@ def test_bad_options_are_clear_errors(tmp_path):
     proc = prepare(tmp_path / 'empty', tmp_path / 'out', check=False)
     assert proc.returncode != 0 and 'no *.jsonl' in proc.stderr
     proc = run_script([PREPARE, '--help'])
-    assert 'data/prepare.py --input_dir=data/people_daily --dataset=sample --block_size=128' in proc.stdout
-    assert '--val_fraction=' in proc.stdout and '--workers=' in proc.stdout
+    assert 'data/prepare.py --input_dir=data/people_daily --dataset=sample --block_size=256' in proc.stdout
+    assert '--val_fraction=' in proc.stdout and '--workers=' in proc.stdout and "--tokenizer='data/tokenizer'" in proc.stdout
+    proc = prepare(tmp_path / 'empty', tmp_path / 'out', check=False, tokenizer=tmp_path / 'no_tokenizer')
+    assert proc.returncode != 0 and 'no_tokenizer' in proc.stderr and 'train_tokenizer.py' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_exact_rows_with_a_trained_tokenizer(tmp_path, trained_tokenizer):
+    """The same 。 cut, EOT and PAD with a trained tokenizer's ids; meta.json says which tokenizer and where."""
+    tok = get_tokenizer(trained_tokenizer)
+    corpus = write_mixed_corpus(tmp_path / 'corpus')
+    out = tmp_path / 'out'
+    prepare(corpus, out, val_fraction=0.0, workers=2, tokenizer=trained_tokenizer, block_size=24)
+    rows = read_bin(out / 'train.bin', 24).tolist()
+    assert rows == [expected_row(t, 24, tok) for t in GOOD]
+    first = tok.encode(GOOD[0])  # 4 tokens: the tokenizer learned these sentences; GPT-2 needed 34
+    assert len(first) == 4 and rows[0] == first + [398] + [400] * 19
+    assert rows[2] == tok.encode('正文第一句。') + [398] + [400] * (23 - len(tok.encode('正文第一句。')))  # cut at 。
+    assert max(max(r) for r in rows) == 400 and all(r.count(398) == 1 for r in rows)  # PAD 400, one EOT 398 per row
+    meta = json.loads((out / 'meta.json').read_text(encoding='utf-8'))
+    assert meta['tokenizer'] == dict(tok.facts(), path=os.path.abspath(trained_tokenizer))
+    assert meta['tokenizer']['kind'] == 'trained' and meta['tokenizer']['eot_token'] == 398
+    prepare(corpus, out, val_fraction=0.5, tokenizer=trained_tokenizer, block_size=24)
+    data = init_data(str(out), 24, 'pretrain')  # the reader rebuilds the same tokenizer from meta.json
+    assert data['tokenizer'].facts() == tok.facts()
+    x, y, mask = get_batch(data, 'train', 4, generator=None)
+    assert mask.sum().item() == int(((y != 398) & (y != 400)).sum())  # text targets only
+
+
+def test_a_utf8_bom_keeps_the_first_article(tmp_path):
+    """Windows editors (Notepad) start a UTF-8 file with EF BB BF; the first line's article must not be lost."""
+    corpus = tmp_path / 'corpus'
+    corpus.mkdir()
+    lines = [json.dumps({'text': t}, ensure_ascii=False) for t in GOOD]
+    (corpus / 'bom.jsonl').write_bytes(b'\xef\xbb\xbf' + '\n'.join(lines).encode() + b'\n')
+    proc = prepare(corpus, tmp_path / 'out', val_fraction=0.0)
+    assert read_bin(tmp_path / 'out' / 'train.bin').tolist() == [expected_row(t) for t in GOOD]
+    meta = json.loads((tmp_path / 'out' / 'meta.json').read_text(encoding='utf-8'))
+    assert meta['articles'] == 4 and meta['skipped']['malformed'] == 0, proc.stderr
+
+
+def test_links_are_followed_and_each_real_file_read_once(tmp_path):
+    corpus = tmp_path / 'corpus'
+    write_jsonl(str(corpus / 'a.jsonl'), GOOD[:2])
+    write_jsonl(str(tmp_path / 'elsewhere' / 'b.jsonl'), GOOD[2:])
+    os.symlink(corpus, corpus / 'loop')  # a link back up the tree: without care, a.jsonl is read ~40 times
+    os.symlink(corpus / 'a.jsonl', corpus / 'again.jsonl')  # a second name for the same file
+    os.symlink(tmp_path / 'elsewhere', corpus / 'more')  # a linked folder outside the corpus: read, once
+    os.symlink(tmp_path / 'missing.jsonl', corpus / 'dangling.jsonl')  # points nowhere: not a file
+    (corpus / '.hidden.jsonl').write_text(json.dumps({'text': GOOD[0]}, ensure_ascii=False) + '\n')
+    prepare(corpus, tmp_path / 'out', val_fraction=0.0)
+    assert read_bin(tmp_path / 'out' / 'train.bin').tolist() == [expected_row(t) for t in GOOD]
+    meta = json.loads((tmp_path / 'out' / 'meta.json').read_text(encoding='utf-8'))
+    assert [f['path'] for f in meta['source']['files']] == ['a.jsonl', 'more/b.jsonl']
+
+
+def test_a_huge_block_size_and_an_out_dir_that_is_a_file_are_clear_errors(tmp_path):
+    corpus = write_mixed_corpus(tmp_path / 'corpus')
+    proc = prepare(corpus, tmp_path / 'out', check=False, block_size=10 ** 9)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr
+    assert '--block_size=1000000000: must be between 2' in proc.stderr and '65536' in proc.stderr
+    assert not (tmp_path / 'out').exists()
+    (tmp_path / 'file').write_text('in the way')
+    proc = prepare(corpus, tmp_path / 'file', check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr
+    assert f'--out_dir={tmp_path / "file"}: a file is in the way' in proc.stderr
+    assert (tmp_path / 'file').read_text() == 'in the way'
+    proc = prepare(corpus, tmp_path / 'out', check=False, workers=0)
+    assert proc.returncode != 0 and '--workers=0' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_spawned_workers_write_the_same_bytes_as_forked_ones(tmp_path):
+    """Windows and macOS start workers with spawn: a fresh interpreter that re-imports prepare.py, not a copy."""
+    corpus = tmp_path / 'corpus'
+    texts = [f'第{i}篇文章。' + GOOD[i % 4] for i in range(40)]
+    write_jsonl(str(corpus / 'x.jsonl'), texts[:25])
+    write_jsonl(str(corpus / 'y' / 'z.jsonl'), texts[25:])
+    outputs = {}
+    for method in ('fork', 'spawn'):
+        out = tmp_path / method
+        # python -c: set the start method, then run prepare.py as __main__ exactly as `python data/prepare.py` would
+        runner = ("import multiprocessing, runpy, sys; multiprocessing.set_start_method(sys.argv[1]); "
+                  "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+        run_script(['-c', runner, method, PREPARE, f'--input_dir={corpus}', f'--out_dir={out}', f'--block_size={BLOCK}',
+                    '--tokenizer=gpt2', '--workers=2', '--chunk_size=3', '--val_fraction=0.2'], timeout=180)
+        outputs[method] = {name: (out / name).read_bytes() for name in ('train.bin', 'val.bin', 'meta.json')}
+    assert outputs['spawn'] == outputs['fork']
+    assert json.loads(outputs['spawn']['meta.json'])['rows']['train'] > 0
 
 
 # ----------------------------------------------------------------------------- fetch_sample.py
@@ -334,3 +420,8 @@ def test_fetch_sample_bad_sources(tmp_path):
     proc = run_script([FETCH, f'--source={gbk}', f'--out_dir={tmp_path / "g"}'], check=False)
     assert proc.returncode != 0 and f'{gbk}:2: not UTF-8' in proc.stderr
     assert os.listdir(tmp_path / 'g') == []  # the temporary file is gone, no 199801.jsonl
+    (tmp_path / 'taken').write_text('a file where the output folder should be')
+    txt = tmp_path / 'ok.txt'
+    txt.write_text('北京/ns  。/w\n', encoding='utf-8')
+    proc = run_script([FETCH, f'--source={txt}', f'--out_dir={tmp_path / "taken"}'], check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr and 'taken' in proc.stderr, proc.stderr

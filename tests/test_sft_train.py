@@ -8,18 +8,17 @@ import os
 import numpy as np
 import torch
 
-from conftest import ROOT, SFT_PAIRS as PAIRS, run_script, write_sft_pairs
-from config.train_config import A_TOKEN, EOT_TOKEN, PAD_TOKEN
-from data_utils import RowOrder, get_batch_sft, get_encoding, init_data_sft
+from conftest import A_TOKEN, EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, SFT_PAIRS as PAIRS, run_script, write_sft_pairs
+from data_utils import RowOrder, get_batch, init_data
 from model import load_checkpoint
 
 BLOCK_SIZE = 64  # the block size of conftest's tiny_checkpoint, the pretrained model fine-tuned here
 def sft_loss(out_dir, data_dir):
     """Mean masked loss of a checkpoint over every train row (answers and their EOT only)."""
     model, _ = load_checkpoint(str(out_dir), 'cpu')
-    data = init_data_sft(str(data_dir), BLOCK_SIZE)
+    data = init_data(str(data_dir), BLOCK_SIZE, 'sft')
     n = len(data['train'])
-    x, y, mask = get_batch_sft(data, 'train', n, order=RowOrder(n))
+    x, y, mask = get_batch(data, 'train', n, order=RowOrder(n))
     with torch.no_grad():
         return float(model(x, y, mask)[1])
 
@@ -35,7 +34,7 @@ def test_sft_memorises_answers_and_stops(tmp_path, tiny_checkpoint):
     pairs = tmp_path / 'pairs.jsonl'
     write_sft_pairs(pairs, PAIRS)
     run_script([os.path.join(ROOT, 'data', 'prepare_sft.py'), f'--input={pairs}', f'--out_dir={data}',
-                f'--block_size={BLOCK_SIZE}', '--val_fraction=0.2'])
+                f'--block_size={BLOCK_SIZE}', '--val_fraction=0.2', f'--tokenizer={pre}'])
     before = sft_loss(pre, data)
     proc = run_script(['train.py', 'config/train_config_sft.py', f'--init_from={pre}', f'--data_dir={data}',
                        f'--out_dir={out}', '--device=cpu', '--epochs=0.0', '--max_iters=50', '--batch_size=6',
@@ -48,7 +47,7 @@ def test_sft_memorises_answers_and_stops(tmp_path, tiny_checkpoint):
     logged = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
     assert logged[-1]['iter'] == 50
 
-    enc = get_encoding()
+    enc = GPT2
     model, ckpt = load_checkpoint(str(out), 'cpu')
     assert ckpt['model_args']['block_size'] == BLOCK_SIZE and ckpt['model_args']['n_layer'] == 2
     trained = np.fromfile(data / 'train.bin', dtype=np.uint16).reshape(-1, BLOCK_SIZE).tolist()
@@ -71,10 +70,24 @@ def test_block_size_mismatch_stops_with_a_message(tmp_path, tiny_checkpoint):
     pairs.write_text(''.join(json.dumps({'question': q, 'answer': a, 'id': i}, ensure_ascii=False) + '\n'
                              for i, q, a in PAIRS), encoding='utf-8')
     run_script([os.path.join(ROOT, 'data', 'prepare_sft.py'), f'--input={pairs}', f'--out_dir={data}',
-                '--block_size=32'])
+                '--block_size=32', '--tokenizer=gpt2'])
     proc = run_script(['train.py', 'config/train_config_sft.py', f'--init_from={pre}', f'--data_dir={data}',
                        f'--out_dir={tmp_path / "sft"}', '--device=cpu', '--max_iters=1'], check=False,
                       env={'OMP_NUM_THREADS': '1'})
     assert proc.returncode != 0
     assert f'block_size={BLOCK_SIZE}' in proc.stderr and 'block_size=32' in proc.stderr
+    assert not (tmp_path / 'sft' / 'ckpt.pt').exists()
+
+
+def test_sft_data_of_another_tokenizer_stops_with_both_names(tmp_path, tiny_checkpoint, trained_tokenizer):
+    pairs, data = tmp_path / 'pairs.jsonl', tmp_path / 'data_sft'
+    write_sft_pairs(pairs, PAIRS)
+    run_script([os.path.join(ROOT, 'data', 'prepare_sft.py'), f'--input={pairs}', f'--out_dir={data}',
+                f'--block_size={BLOCK_SIZE}', f'--tokenizer={trained_tokenizer}'])
+    proc = run_script(['train.py', 'config/train_config_sft.py', f'--init_from={tiny_checkpoint}', f'--data_dir={data}',
+                       f'--out_dir={tmp_path / "sft"}', '--device=cpu', '--max_iters=1'], check=False,
+                      env={'OMP_NUM_THREADS': '1'})
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert f'{tiny_checkpoint}/ckpt.pt' in proc.stderr and f'{data}/meta.json' in proc.stderr
+    assert "'gpt2'" in proc.stderr and 'corpus-400' in proc.stderr  # both tokenizers, by name
     assert not (tmp_path / 'sft' / 'ckpt.pt').exists()

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT, SENTENCES, run_script, train_tiny_checkpoint
-from config.train_config import A_TOKEN, EOT_TOKEN, PAD_TOKEN
-from data_utils import RANKS_SHA256, get_encoding
+from conftest import GPT2, PYTHON, ROOT, SENTENCES, run_script, train_tiny_checkpoint
 from model import load_checkpoint
+from tokenizer import get_tokenizer
 
 TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32',
         '--batch_size=4', '--gradient_accumulation_steps=1', '--learning_rate=1e-2', '--min_lr=1e-3',
@@ -25,22 +24,20 @@ def train(args, check=True):
     return run_script(['train.py', *TINY, *args], env=ONE_THREAD, check=check)
 
 
-def write_dataset(folder, block_size=32, n_train=64, n_val=8):
+def write_dataset(folder, block_size=32, n_train=64, n_val=8, tok=GPT2):
     """Pretrain rows laid out as data/prepare.py writes them: sentence + EOT + PAD, uint16, plus meta.json."""
-    enc = get_encoding()
     clauses = [c + '。' for s in SENTENCES for c in s.split('。') if c]
     rows = []
     for i in range(n_train + n_val):
-        ids = enc.encode_ordinary(clauses[i % len(clauses)])[:block_size - 1] + [EOT_TOKEN]
-        rows.append(ids + [PAD_TOKEN] * (block_size - len(ids)))
+        ids = tok.encode(clauses[i % len(clauses)])[:block_size - 1] + [tok.eot]
+        rows.append(ids + [tok.pad] * (block_size - len(ids)))
     rows = np.array(rows, dtype=np.uint16)
     os.makedirs(folder, exist_ok=True)
     rows[:n_train].tofile(os.path.join(folder, 'train.bin'))
     rows[n_train:].tofile(os.path.join(folder, 'val.bin'))
-    meta = {'kind': 'pretrain', 'encoding': 'gpt2', 'ranks_sha256': RANKS_SHA256, 'block_size': block_size,
-            'dtype': 'uint16', 'eot_token': EOT_TOKEN, 'pad_token': PAD_TOKEN, 'a_token': A_TOKEN,
-            'rows': {'train': n_train, 'val': n_val}, 'skipped': {},
-            'fill_ratio': float((rows != PAD_TOKEN).mean()), 'sources': []}
+    meta = {'kind': 'pretrain', 'tokenizer': dict(tok.facts(), path=tok.path), 'block_size': block_size,
+            'dtype': 'uint16', 'rows': {'train': n_train, 'val': n_val}, 'skipped': {},
+            'fill_ratio': float((rows != tok.pad).mean()), 'sources': []}
     with open(os.path.join(folder, 'meta.json'), 'w', encoding='utf-8') as f:
         json.dump(meta, f)
     return str(folder)
@@ -196,6 +193,15 @@ def test_ddp_with_gloo_on_cpu(data_dir, tmp_path):
     assert ckpt['iter_num'] == 10 and ckpt['world_size'] == 2
     assert ckpt['row_order'] == [{'seed': 7, 'epoch': 1, 'pos': 8}] * 2  # 40 of each rank's 32 rows
 
+    # diverging under DDP: the master's NaN eval is shared, both processes stop, nothing is saved, nothing hangs
+    # (torchrun then sends SIGTERM to whichever process is still exiting: its report may show that signal)
+    proc = run_script(['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py', *TINY,
+                       f'--data_dir={data_dir}', f'--out_dir={tmp_path}', '--init_from=resume', '--max_iters=20',
+                       '--eval_interval=1', '--learning_rate=1e9'], env=ONE_THREAD, check=False, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.count('error: iteration 11: train loss nan, val loss nan') == 1, proc.stderr  # said once
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['iter_num'] == 10
+
 
 def test_fine_tune_takes_the_checkpoint_shape(tmp_path):
     base = str(tmp_path / 'base')
@@ -203,14 +209,95 @@ def test_fine_tune_takes_the_checkpoint_shape(tmp_path):
     data = write_dataset(tmp_path / 'rows64', block_size=64, n_train=16, n_val=4)
     out = str(tmp_path / 'ft')
     proc = train([f'--data_dir={data}', f'--out_dir={out}', f'--init_from={base}',
-                       '--max_iters=3', '--eval_interval=100'])
+                       '--max_iters=3', '--warmup_iters=1', '--eval_interval=100'])
     assert 'ignored' in proc.stdout
     ckpt = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
     assert ckpt['iter_num'] == 3 and ckpt['model_args']['n_embd'] == 64 and ckpt['model_args']['block_size'] == 64
 
     mismatched = write_dataset(tmp_path / 'rows32', block_size=32, n_train=8, n_val=2)
     proc = train([f'--data_dir={mismatched}', f'--out_dir={tmp_path / "ft2"}',
-                       f'--init_from={base}', '--max_iters=3'], check=False)
+                       f'--init_from={base}', '--max_iters=3', '--warmup_iters=1'], check=False)
     assert proc.returncode != 0
     assert 'block_size=64' in proc.stderr and 'block_size=32' in proc.stderr, proc.stderr
     assert not os.path.exists(tmp_path / 'ft2' / 'ckpt.pt')
+
+
+def test_trained_tokenizer_data_trains_a_smaller_model_and_mismatches_stop(tmp_path, trained_tokenizer, data_dir):
+    tok = get_tokenizer(trained_tokenizer)
+    data = write_dataset(tmp_path / 'trained_rows', tok=tok)
+    out = str(tmp_path / 'out')
+    proc = train([f'--data_dir={data}', f'--out_dir={out}', '--max_iters=20', '--eval_interval=10'])
+    assert repr(tok.name) in proc.stdout  # says which tokenizer it trains with
+    lines = read_log(out)
+    val = [l['loss'] for l in lines if l['split'] == 'val']
+    assert val[0] > 5.5 and val[-1] < val[0] - 2.0, val  # ln(448) ~ 6.1 at the start
+    ckpt = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
+    assert ckpt['model_args']['vocab_size'] == 448 and ckpt['model']['lm_head.weight'].shape[0] == 448
+    assert ckpt['tokenizer']['name'] == tok.name and 'ranks' in ckpt['tokenizer']
+
+    # resuming that run on GPT-2 data, or fine-tuning it on GPT-2 data: stopped, both tokenizers named
+    for init in ('resume', out):
+        proc = train([f'--data_dir={data_dir}', f'--out_dir={out if init == "resume" else tmp_path / "ft"}',
+                      f'--init_from={init}', '--max_iters=25'], check=False)
+        assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr
+        assert 'tokenizer mismatch' in proc.stderr and repr(tok.name) in proc.stderr and "'gpt2'" in proc.stderr
+        assert tok.ranks_sha256[:12] in proc.stderr and GPT2.ranks_sha256[:12] in proc.stderr
+    assert torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)['iter_num'] == 20  # untouched
+
+
+def test_a_diverged_run_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    out = str(tmp_path / 'out')
+    train([f'--data_dir={data_dir}', f'--out_dir={out}', '--max_iters=10', '--eval_interval=5'])
+    good = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
+    # learning_rate=1e9: the first step gives weights whose loss is NaN. Seen by the eval right after that step
+    # (eval_interval=1), and by the training loss itself when no eval comes first (eval_interval=100).
+    for eval_interval, words in ((1, 'iteration 11: train loss nan, val loss nan'),
+                                 (100, 'iteration 12: the loss of micro-step 1 of 2 is nan')):
+        proc = train([f'--data_dir={data_dir}', f'--out_dir={out}', '--init_from=resume', '--learning_rate=1e9',
+                      '--gradient_accumulation_steps=2', '--max_iters=20', f'--eval_interval={eval_interval}'],
+                     check=False)
+        assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr
+        assert words in proc.stderr and 'diverged' in proc.stderr, proc.stderr
+        assert f'{out}/ckpt.pt still holds iteration 10' in proc.stderr and '--learning_rate' in proc.stderr
+        assert 'saved' not in proc.stdout
+        kept = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
+        assert kept['iter_num'] == 10 and all(torch.equal(kept['model'][k], v) for k, v in good['model'].items())
+    assert sorted(os.listdir(out)) == ['ckpt.pt', 'log.jsonl']
+    # and the run goes on from it with a sane rate
+    train([f'--data_dir={data_dir}', f'--out_dir={out}', '--init_from=resume', '--max_iters=12'])
+    assert all(np.isfinite(l['loss']) for l in read_log(out))
+
+
+def readme_command(pattern):
+    """The one command in README.md that matches pattern (a regex), as printed there."""
+    import re
+    with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+        found = re.findall(pattern, f.read())
+    assert len(found) >= 1, f"README.md no longer shows a command matching {pattern}"
+    return found[0]
+
+
+def test_the_readmes_ddp_command_runs_as_printed(tmp_path, trained_tokenizer):
+    """
+    torchrun --standalone --nproc_per_node=2 train.py config/train_config_cpu.py, as the README prints it: the CPU
+    config's gradient_accumulation_steps=1 cannot be shared by 2 processes, so it is rounded up to 2, and said.
+    Only the data (tiny, made with a small trained tokenizer), the output folder and a short schedule are added.
+    """
+    command = readme_command(r'`(torchrun --standalone --nproc_per_node=2 train\.py config/train_config_cpu\.py)`')
+    argv = command.split()
+    argv[0] = os.path.join(os.path.dirname(PYTHON), 'torchrun')  # the virtual environment's, as activated
+    data = write_dataset(tmp_path / 'data', block_size=128, n_train=40, n_val=4, tok=get_tokenizer(trained_tokenizer))
+    proc = subprocess.run([*argv, f'--data_dir={data}', f'--out_dir={tmp_path / "out"}', '--max_iters=2',
+                           '--warmup_iters=1', '--eval_interval=2', '--eval_iters=1', '--log_interval=1'], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1'))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'gradient_accumulation_steps=1 is not a multiple of the 2 processes; using 2, 1 micro-step(s) per ' \
+           'process' in proc.stdout
+    assert proc.stdout.count('note: gradient_accumulation_steps') == 1  # the master says it once
+    batch = 16  # the CPU config's rows per micro-step and process
+    assert f'2 iterations of {2 * batch * 127} tokens' in proc.stdout
+    lines = read_log(tmp_path / 'out')
+    assert [l['tokens'] for l in lines if l['split'] == 'train'] == [2 * batch * 127, 2 * 2 * batch * 127]
+    ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
+    assert ckpt['world_size'] == 2 and ckpt['config']['gradient_accumulation_steps'] == 2
+    assert ckpt['config']['batch_size'] == batch
