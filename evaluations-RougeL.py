@@ -1,39 +1,55 @@
 """
 Rouge-L of a checkpoint's answers against references, at the character level.
 
+    python evaluations-RougeL.py --out_dir=out/sft --from_rows=50 --split=train --data_dir=data/sft   # questions it was taught
+    python evaluations-RougeL.py --out_dir=out/sft --from_rows=50 --data_dir=data/sft                 # held-out ones (val)
     python evaluations-RougeL.py --out_dir=out/sft --input=sft/sft_saves.jsonl --limit=50
-    python evaluations-RougeL.py --out_dir=out/sft --from_val=50 --data_dir=data/sft
-    python evaluations-RougeL.py --out_dir=out/pretrain --from_val=20 --data_dir=data/sample
+    python evaluations-RougeL.py --out_dir=out/pretrain --from_rows=20 --data_dir=data/sample
+    python evaluations-RougeL.py --out_dir=out/pretrain --input=examples.csv --prompts=continuations  # loops only
 
 Where the items come from:
 - --input: a JSONL file, one {"prompt": ..., "reference": ...} per line, or SFT pairs
-  {"question": ..., "answer": ...} (as sft/sft_generate.py writes them), asked as `question ##`.
-- --from_val=N: the first N rows of the val split of a prepared dataset (--data_dir). An SFT row
-  gives its question and answer; a pretrain row gives the first --prompt_fraction of the article
-  as the prompt and the rest as the reference.
+  {"question": ..., "answer": ...} (as sft/sft_generate.py writes them), asked as `question ##`;
+  or a CSV with a "prompt" column and an optional "reference" column (examples.csv): a row without a
+  reference is generated and counted in the repetition figures, not scored.
+- --from_rows=N: the first N rows of --split (val, or train: the questions a fine-tuned model was taught)
+  of a prepared dataset (--data_dir). An SFT row gives its question and answer; a pretrain row gives
+  the first --prompt_fraction of the article as the prompt and the rest as the reference.
+--prompts=questions (or continuations) keeps only the prompts that end in ## (or do not).
 Each prompt is answered by the shared engine (greedy by default), then scored with rouge-score's
-Rouge-L: the longest common subsequence of characters, as precision, recall and F. The per-item
-scores go to <output_prefix>.csv, the summary and items to <output_prefix>.json.
+Rouge-L: the longest common subsequence of characters, as precision, recall and F (mean and median).
+Beside it, what a small model's first complaint is about, loops (on characters, whitespace dropped):
+- repeat_4gram_share: share of answers in which some 4 characters occur at least twice (overlaps count);
+- repeat_4gram_3x_share: the same, three times or more (the main command's goal: at most 5%);
+- distinct_2: distinct character bigrams / all character bigrams, over all answers together;
+- stopped_at_eot_share: share of answers that ended with the model's end-of-text, not cut by max_new_tokens.
+The per-item scores go to <output_prefix>.csv, the summary and items to <output_prefix>.json.
 """
 import csv
 import json
 import os
+import statistics
 import sys
+from collections import Counter
 
 from tqdm import tqdm
 
-from config.train_config import A_TOKEN, EOT_TOKEN
 from data_utils import jsonl_objects
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/sft'  # checkpoint folder (ckpt.pt)
 input = ''  # JSONL of {"prompt", "reference"} or {"question", "answer"} lines
-from_val = 0  # instead of --input: score the first N rows of <data_dir>/val.bin
-data_dir = ''  # prepared dataset for --from_val
-prompt_fraction = 0.5  # --from_val on pretrain rows: share of the article's characters given as the prompt
+from_rows = 0  # instead of --input: score the first N rows of <data_dir>/<split>.bin
+split = 'val'  # --from_rows: 'val' (held out) or 'train' (what the model was trained on)
+data_dir = ''  # prepared dataset for --from_rows
+prompt_fraction = 0.5  # --from_rows on pretrain rows: share of the article's characters given as the prompt
+prompts = 'all'  # 'questions' (ending in ##), 'continuations' (the others) or 'all
 max_new_tokens = 128  # longest answer generated
 temperature = 0.0  # 0 is greedy, so a rerun gives the same scores
 top_k = 20  # used only when temperature > 0
+top_p = 1.0  # nucleus sampling when temperature > 0; 1.0 = off
+presence_penalty = 0.0  # OpenAI's penalties over the tokens generated so far (engine.py); 0 = off
+frequency_penalty = 0.0
 seed = 1337  # sampling seed when temperature > 0
 limit = 0  # score at most this many items; 0 is all
 show = 3  # examples printed after scoring
@@ -62,8 +78,23 @@ def rouge_l(scorer, reference, prediction):
     return {'precision': s.precision, 'recall': s.recall, 'f': s.fmeasure}
 
 
+def read_csv_items(path):
+    """[{id, prompt, reference}] from a CSV with a prompt column (reference may be empty: not scored)."""
+    with open(path, encoding='utf-8', newline='') as f:
+        reader = csv.DictReader(f)
+        if 'prompt' not in (reader.fieldnames or []):
+            raise ValueError(f"{path}: no 'prompt' column (found {reader.fieldnames})")
+        items = [{'id': i, 'prompt': row['prompt'], 'reference': (row.get('reference') or '').strip()}
+                 for i, row in enumerate(reader) if (row['prompt'] or '').strip()]
+    if not items:
+        raise ValueError(f"{path}: no prompts")
+    return items
+
+
 def read_items(path):
-    """[{id, prompt, reference}] from a JSONL file; a bad line stops with path:line and what is wrong."""
+    """[{id, prompt, reference}] from a JSONL file (or a CSV); a bad line stops with path:line and what is wrong."""
+    if path.endswith('.csv'):
+        return read_csv_items(path)
     items = []
     for line_no, record, problem in jsonl_objects(path):
         where = f"{path}:{line_no}"
@@ -87,50 +118,76 @@ def read_items(path):
     return items
 
 
-def items_from_val(data_dir, n, fraction=0.5):
-    """Prompts and references cut from the first n val rows of a prepared dataset."""
-    from data_utils import get_encoding, load_rows, read_meta
-    meta, enc = read_meta(data_dir), get_encoding()
-    rows = load_rows(data_dir, 'val', block_size=meta['block_size'])
+def items_from_rows(data_dir, n, fraction=0.5, split='val'):
+    """Prompts and references cut from the first n rows of a split of a prepared dataset."""
+    from data_utils import data_tokenizer, load_rows, read_meta
+    meta = read_meta(data_dir)
+    tok = data_tokenizer(meta, data_dir)
+    rows = load_rows(data_dir, split, block_size=meta['block_size'])
     items = []
     for i, row in enumerate(rows[:n]):
         ids = row.tolist()
-        ids = ids[:ids.index(EOT_TOKEN)] if EOT_TOKEN in ids else ids
+        ids = ids[:ids.index(tok.eot)] if tok.eot in ids else ids
         if meta['kind'] == 'sft':
-            if A_TOKEN not in ids:
-                raise ValueError(f"{data_dir}/val.bin row {i}: an SFT row without the ## token {A_TOKEN}")
-            a = ids.index(A_TOKEN)
-            prompt, reference = enc.decode(ids[:a]).strip() + ' ##', enc.decode(ids[a + 1:])
+            if tok.a_token not in ids:
+                raise ValueError(f"{data_dir}/{split}.bin row {i}: an SFT row without the answer separator {tok.a_token}")
+            a = ids.index(tok.a_token)
+            prompt, reference = tok.decode(ids[:a]).strip() + ' ##', tok.decode(ids[a + 1:])
         else:  # cut on characters, not tokens, so neither side starts with half a character
-            text = enc.decode(ids)
+            text = tok.decode(ids)
             cut = max(1, int(len(text) * fraction))
             prompt, reference = text[:cut], text[cut:]
         if reference.strip():
             items.append({'id': i, 'prompt': prompt, 'reference': reference})
     if not items:
-        raise ValueError(f"{data_dir}/val.bin: no rows with a reference to score")
+        raise ValueError(f"{data_dir}/{split}.bin: no rows with a reference to score")
     return items
 
 
-def evaluate(model, items, scorer, **gen):
+def char_ngrams(text, n):
+    chars = CharTokenizer().tokenize(text)
+    return [''.join(chars[i:i + n]) for i in range(len(chars) - n + 1)]
+
+
+def repetition(predictions):
+    """The loop figures of a list of texts (see the docstring)."""
+    most = [max(Counter(char_ngrams(p, 4)).values(), default=0) for p in predictions]
+    bigrams = [g for p in predictions for g in char_ngrams(p, 2)]
+    return {'repeat_4gram_share': sum(m >= 2 for m in most) / len(predictions),
+            'repeat_4gram_3x_share': sum(m >= 3 for m in most) / len(predictions),
+            'distinct_2': len(set(bigrams)) / len(bigrams) if bigrams else 0.0}
+
+
+def evaluate(model, items, scorer, max_new_tokens, **gen):
     """Generates an answer for every item and scores it; returns the items with prediction and scores."""
-    from engine import generate_text
-    results = []
+    from engine import encode_prompt, generate_ids
+    tok, results = model.tokenizer, []
     for item in tqdm(items, desc='Rouge-L'):
-        prediction = generate_text(model, item['prompt'], **gen)
-        results.append({**item, 'prediction': prediction, **rouge_l(scorer, item['reference'], prediction)})
+        ids = list(generate_ids(model, encode_prompt(tok, item['prompt']), max_new_tokens=max_new_tokens, **gen))
+        prediction = tok.decode(ids)  # what stream_text's pieces add up to
+        scores = rouge_l(scorer, item['reference'], prediction) if item['reference'] else dict.fromkeys(ROUGE_KEYS)
+        results.append({**item, 'prediction': prediction, **scores,
+                        'tokens': len(ids), 'stopped_at_eot': len(ids) < max_new_tokens})  # the engine stops before EOT
     return results
 
 
+ROUGE_KEYS = ('precision', 'recall', 'f')
+
+
 def summarize(results):
-    n = len(results)
-    return {key: sum(r[key] for r in results) / n for key in ('precision', 'recall', 'f')} | {'n': n}
+    """Rouge-L over the items with a reference (n_scored; None without any), the rest over every item (n)."""
+    n, scored = len(results), [r for r in results if r['f'] is not None]
+    rouge = {key: sum(r[key] for r in scored) / len(scored) if scored else None for key in ROUGE_KEYS}
+    return (rouge | {'median_f': statistics.median(r['f'] for r in scored) if scored else None, 'n': n,
+                     'n_scored': len(scored), 'stopped_at_eot_share': sum(r['stopped_at_eot'] for r in results) / n}
+            | repetition([r['prediction'] for r in results]))
 
 
 def write_reports(prefix, results, summary):
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     with open(prefix + '.csv', 'w', encoding='utf-8', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=['id', 'prompt', 'reference', 'prediction', 'precision', 'recall', 'f'])
+        writer = csv.DictWriter(f, fieldnames=['id', 'prompt', 'reference', 'prediction', 'precision', 'recall', 'f',
+                                               'tokens', 'stopped_at_eot'])
         writer.writeheader()
         writer.writerows(results)
     with open(prefix + '.json', 'w', encoding='utf-8') as f:
@@ -138,32 +195,44 @@ def write_reports(prefix, results, summary):
 
 
 def main():
-    if bool(input) == bool(from_val):
-        sys.exit("error: give one of --input=FILE.jsonl or --from_val=N (with --data_dir)")
-    if from_val and not data_dir:
-        sys.exit("error: --from_val needs --data_dir, the prepared dataset to take val rows from")
+    if bool(input) == bool(from_rows):
+        sys.exit("error: give one of --input=FILE.jsonl (or .csv) or --from_rows=N (with --data_dir)")
+    if from_rows and not data_dir:
+        sys.exit("error: --from_rows needs --data_dir, the prepared dataset to take rows from")
+    if prompts not in ('all', 'questions', 'continuations'):
+        sys.exit(f"error: --prompts={prompts!r}: expected 'all', 'questions' or 'continuations'")
     from model import load_checkpoint, pick_device  # after the checks: importing torch takes seconds
     try:
-        items = read_items(input) if input else items_from_val(data_dir, from_val, prompt_fraction)
+        items = read_items(input) if input else items_from_rows(data_dir, from_rows, prompt_fraction, split)
         model, checkpoint = load_checkpoint(out_dir, pick_device(device))
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
+    if prompts != 'all':  # a question is a prompt that ends in ##, as the engine reads it
+        items = [i for i in items if i['prompt'].rstrip().endswith('##') == (prompts == 'questions')]
+        if not items:
+            sys.exit(f"error: no {prompts} among the prompts of {input or data_dir}")
     items = items[:limit] if limit else items
     try:
-        results = evaluate(model, items, make_scorer(), max_new_tokens=max_new_tokens,
-                           temperature=temperature, top_k=top_k, seed=seed)
-    except ValueError as e:  # the engine refuses a negative temperature or top_k < 1
+        sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, presence_penalty=presence_penalty,
+                        frequency_penalty=frequency_penalty)
+        results = evaluate(model, items, make_scorer(), max_new_tokens, seed=seed, **sampling)
+    except ValueError as e:  # the engine refuses a negative temperature, top_k < 1, top_p outside [0, 1], ...
         sys.exit(f"error: {e}")
     summary = summarize(results) | {'checkpoint': os.path.join(out_dir, 'ckpt.pt'),
-                                    'iter_num': checkpoint.get('iter_num'), 'source': input or f'{data_dir}/val.bin',
-                                    'max_new_tokens': max_new_tokens, 'temperature': temperature, 'top_k': top_k}
+                                    'iter_num': checkpoint.get('iter_num'), 'source': input or f'{data_dir}/{split}.bin',
+                                    'prompts': prompts,
+                                    'max_new_tokens': max_new_tokens, **sampling}
     prefix = output_prefix or os.path.join(out_dir, 'rougeL')
     write_reports(prefix, results, summary)
     for r in results[:show]:
         print(f"Question:   {r['prompt']}\nAnswer:     {r['reference']}\nPrediction: {r['prediction']}\n"
-              f"Rouge-L:    {r['f']:.4f}\n")
-    print(f"Rouge-L over {summary['n']} items (characters): precision {summary['precision']:.4f}  "
-          f"recall {summary['recall']:.4f}  F {summary['f']:.4f}")
+              + (f"Rouge-L:    {r['f']:.4f}\n" if r['f'] is not None else ''))
+    if summary['n_scored']:
+        print(f"Rouge-L over {summary['n_scored']} items (characters): precision {summary['precision']:.4f}  "
+              f"recall {summary['recall']:.4f}  F {summary['f']:.4f}  median F {summary['median_f']:.4f}")
+    print(f"repetition: {summary['repeat_4gram_share']:.1%} of answers repeat a 4-gram, "
+          f"{summary['repeat_4gram_3x_share']:.1%} three times or more; distinct-2 {summary['distinct_2']:.4f}; "
+          f"{summary['stopped_at_eot_share']:.1%} stopped at end-of-text (the rest hit max_new_tokens={max_new_tokens})")
     print(f"wrote {prefix}.csv and {prefix}.json")
 
 
