@@ -2,42 +2,50 @@
 Question/answer pairs for SFT, made from the pretraining articles (DESIGN.md §3).
 
     python sft/sft_generate.py --backend=rules --input_dir=data/people_daily          # offline, no model
-    python sft/sft_generate.py --backend=rules --input_dir=data/people_daily --limit=200
+    python sft/sft_generate.py --backend=rules --input_dir=data/people_daily --limit=200 --next_sentence=True
     OPENAI_API_KEY=... python sft/sft_generate.py --input_dir=data/people_daily \\
         --base_url=http://localhost:1234/v1 --model=qwen2-7b-instruct --concurrency=8
+    (Windows: `set OPENAI_API_KEY=...`, then the same command on one line)
 
 Output: one {"question", "answer", "id"} per line in --output, id = the article's index from
-data_utils.iter_articles (so rerun on the same --input_dir). An article's lines are appended in one write once all its pairs are accepted,
-so a rerun skips the ids already there; a torn last line (the run was killed mid-write) is dropped with
-the article it belongs to, which is then made again. Articles that fail every attempt go to --rejects
-with the reason and the model's last reply; they are tried again on a rerun.
+data_utils.iter_articles (so rerun on the same --input_dir). An article's lines are appended in one write once
+all its pairs are accepted, so a rerun skips the ids already there; a torn last line (a run killed mid-write)
+is dropped with its article, which is made again. An article that fails every attempt gets one record in
+--rejects, with the reason and the last reply; a rerun skips it, unless the reason is "http" (the server
+failed, not the article): then it is tried again and its old record removed. Each article ends up once, in one file.
 
-openai backend: any OpenAI-compatible chat endpoint; the key is read from the environment variable named
-by --api_key_env (never a flag, never printed). Replies are parsed leniently (code fences, prose around
-the objects, a JSON array, one object per line, full-width quotes) and checked strictly: 3-6 pairs, no
-empty or over-long field, no control or U+FFFD characters, no repeated question, no pronoun in the
-question, every answer grounded in the article. Grounded means: after NFKC and dropping spaces and
-punctuation, the answer occurs in the article, or at least 80% of its characters occur there in order
-and it shares a run of min(8, half its length) consecutive characters with the article.
+openai backend: any OpenAI-compatible chat endpoint; the key is read from the environment variable named by
+--api_key_env (never a flag, never printed). Every way a request can fail (no connection, a timeout, an HTTP
+error, a 200 whose body is not JSON, is HTML or a list, has no choices[0].message, is not UTF-8) is a failed
+attempt: retried with backoff, then an "http" reject; the run goes on. Two things stop it with exit 1, marking
+no article: HTTP 401/403/404 (the key, --model or --base_url is wrong), and --max_down articles in a row whose
+every request got no answer at all (the server is down). Replies are parsed leniently (code fences, prose,
+a JSON array, one object per line, full-width quotes) and checked strictly: 3-6 pairs, no empty or over-long
+field, no control or U+FFFD character, no repeated question, no pronoun in the question, every answer grounded
+in the article: after NFKC and dropping spaces and punctuation, it occurs there, or 80% of its characters occur
+there in order and it shares a run of min(8, half its length) characters with it.
 
-rules backend: deterministic and offline. Questions come from the article's own sentences, and every
-answer is a verbatim span of the cleaned article: the rest of an explicit "X是Y / X位于Y / X成立于Y"
-clause ("X是什么？" -> Y), or the sentence that follows a short sentence. Pairs pass the same checks as
-an LLM's; an article with at least one pair (not --min_pairs: rules cannot invent more) is accepted.
+rules backend: deterministic and offline, made for a tiny model to memorise: sft/rules.py finds the facts an
+article states outright (X是什么？, X位于哪里？, X成立于何时？ ...) and copies each answer from the text (see what
+it finds in one text: `python sft/rules.py "长江是中国第一长河。"`). Its pairs pass the same checks as an LLM's,
+a question is asked once in the whole output, and --next_sentence=True adds “<sentence>”的下一句是什么？ pairs
+(recall, not facts). An article with at least one pair (not --min_pairs: rules cannot invent more) is accepted.
 """
 import json
 import os
 import re
 import sys
+import threading
 import time
 import unicodedata
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 from difflib import SequenceMatcher
 from itertools import takewhile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from data_utils import clean_article, find_jsonl, iter_articles  # noqa: E402
+from sft.rules import _PRONOUN, rules_candidates  # noqa: E402
 
 # -----------------------------------------------------------------------------
 input_dir = 'data/people_daily'  # folder walked recursively for *.jsonl (as data/prepare.py)
@@ -48,11 +56,13 @@ base_url = 'http://localhost:1234/v1'  # LM Studio's default; vLLM/Ollama/OpenAI
 model = 'qwen2-7b-instruct'
 api_key_env = 'OPENAI_API_KEY'  # name of the environment variable holding the key
 temperature = 0.45  # the seed's
-timeout = 120.0  # seconds per request
+timeout = 120.0  # seconds per request: a 7B model on a laptop answers within a minute; twice that is a hang
 max_attempts = 4  # requests per article before it goes to the rejects file
-backoff = 1.0  # seconds before the second attempt, doubling after each failure
+backoff = 1.0  # seconds before the second attempt, doubling after each failure (1+2+4 s in all)
 concurrency = 4  # requests in flight
+max_down = 3  # this many articles in a row whose every request got no answer at all: the server is down, stop
 limit = 0  # only articles with id < limit (0: all); a rerun with the same limit resumes the same set
+next_sentence = False  # rules: also ask for the sentence after a sentence (recall, not facts)
 min_pairs = 3
 max_pairs = 6
 max_question_chars = 40
@@ -76,8 +86,6 @@ _Q = r'["“”＂]?(?:question|问题)["“”＂]?\s*[:：]\s*["“”＂](.*?
 _A = r'["“”＂]?(?:answer|答案)["“”＂]?\s*[:：]\s*["“”＂](.*?)["“”＂]'
 _LOOSE = re.compile(r'[{｛]\s*' + _Q + r'\s*[,，]\s*' + _A + r'\s*[}｝]')  # full-width quotes and colons
 _BAD_CHARS = re.compile('[\x00-\x1f\x7f-\x9f\ufffd\ud800-\udfff]')
-# a question must make sense without the article; 其他/应该/因此 are ordinary words, not references
-_PRONOUN = re.compile(r'(?<!其)[他她它]|这|(?<![应活])该|(?<![因如彼])此|本文|文中|原文|文章|上文')
 _KEYS = {'question': 'question', '问题': 'question', 'answer': 'answer', '答案': 'answer'}
 
 
@@ -87,7 +95,7 @@ def parse_pairs(reply):
     while (m := _OPEN.search(reply, i)):
         try:
             value, i = decoder.raw_decode(reply, m.start())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: [[[[… nested past Python's stack
             i = m.start() + 1  # not JSON from here: look inside it for objects
             continue
         rest[m.start():i] = ' ' * (i - m.start())  # what the loose pattern below must not see again
@@ -159,63 +167,18 @@ def check_pairs(pairs, article_norm, least=None):
     return None
 
 
-# ----------------------------------------------------------------------------- rules backend
+# ----------------------------------------------------------------------------- rules backend (sft/rules.py)
 
-_SENTENCE = re.compile(r'[^。！？]+[。！？]+[”’」』）]*')  # a closing quote after 。 belongs to its sentence
-_CLAUSE = re.compile(r'[^，；：,;:。！？]+')
-_STATEMENT = re.compile(r'(?P<x>[\u4e00-\u9fffA-Za-z0-9·《》]{2,12}?)'
-                        r'(?P<v>位于|被誉为|被称为|简称|成立于|始建于|建于|创建于|出生于|是)(?P<y>.{2,40})')
-_X_BAD_START = tuple('这那此该其他她它本我你您但而并且因据是会想看要让使把被对从向为以当在有就还也都又才却') + (
-    '所以', '如果', '虽然', '同时', '另外', '目前', '今年', '去年', '明年', '当时', '现在', '如今')
-# an adverb before 是 (也是, 就是, 不再是), or a particle inside X (地, 了): X is a clause, not a subject
-_X_BAD_END = set('不也都就还才又更却仍亦皆均已曾将会能可应竟而则便乃即正总只要或算像真倒硬凡于但若实确并仅的各至过管况再既然终经来此样')
-_X_VERBISH = re.compile('[地得了着]|目前|已经|仍然|始终|一直|历来|可以说|既然|将要|求是')
-_X_VAGUE = {'特别', '尤其', '主要', '关键', '重要', '问题', '原因', '结果', '目的', '重点', '核心', '原则', '前提', '基础',
-            '根本', '首先', '其次', '再次', '最后', '同样', '可见', '显然', '事实', '实际', '真正', '恰恰', '原来', '无论',
-            '不论', '毕竟', '究竟', '本质', '标志', '任务', '目标', '方向', '意义', '办法', '途径', '要求', '出路', '根源',
-            '事实上', '实际上', '一方面', '另一方面', '总之', '当务之急', '第一', '第二', '第三', '第四', '多数', '少数',
-            '大多数', '何况', '尽管', '不过', '只不过', '甚至', '至少', '其实', '确实'}  # need context
-_Y_BAD_START = tuple('否非的地得不在件个种位名次') + ('因为', '由于', '为了', '那样', '这样', '一样', '怎样')
-_ASKING = re.compile(r'[？?]|怎|什么|哪|谁|吗|呢|为何|如何|多少|几')  # a question is no answer
-_TIME = re.compile(r'\d|年|月|日|世纪|时期|朝|代')
-
-
-def _balanced(text):
-    return all(text.count(a) == text.count(b) for a, b in ('《》', '“”', '（）', '()'))
-
-
-def rules_candidates(text):
-    """Pairs from the text itself, in reading order: statements first, then next-sentence questions."""
-    sentences = [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
-    for sentence in sentences:
-        for clause in _CLAUSE.findall(sentence):
-            m = _STATEMENT.fullmatch(clause.strip())
-            if not m:
-                continue
-            x, verb, y = m['x'], m['v'], m['y']
-            if x.startswith(_X_BAD_START) or x[-1] in _X_BAD_END or x in _X_VAGUE or _X_VERBISH.search(x) \
-                    or y.startswith(_Y_BAD_START) or y.endswith('的') or '是' in y or _ASKING.search(sentence) \
-                    or not (_balanced(x) and _balanced(y)):
-                continue
-            if verb == '是':
-                question = f'{x}是什么？'
-            elif verb in ('位于', '被誉为', '被称为', '简称'):
-                question = f'{x}{verb}{"哪里" if verb == "位于" else "什么"}？'
-            else:
-                question = f'{x}{verb}{"什么时候" if _TIME.search(y) else "哪里"}？'
-            yield {'question': question, 'answer': y}
-    for first, following in zip(sentences, sentences[1:]):
-        if _balanced(first) and _balanced(following):
-            yield {'question': f'“{first.rstrip("。！？")}”的下一句是什么？', 'answer': following}
-
-
-def rules_pairs(text):
-    """Up to max_pairs valid candidates (the same checks as an LLM's pairs), first come first kept."""
-    article_norm, pairs, seen = normalize(text), [], set()
-    for pair in rules_candidates(text):
+def rules_pairs(text, asked):
+    """
+    Up to max_pairs valid candidates (the same checks as an LLM's pairs), first come first kept. asked holds
+    the questions given so far, in any article: a question has one answer in the whole output.
+    """
+    article_norm, pairs = normalize(text), []
+    for pair in rules_candidates(text, next_sentence):
         key = normalize(pair['question'])
-        if key not in seen and pair['answer'] in text and not pair_problem(pair, article_norm):
-            seen.add(key)
+        if key not in asked and pair['answer'] in text and not pair_problem(pair, article_norm):
+            asked.add(key)
             pairs.append(pair)
             if len(pairs) == max_pairs:
                 break
@@ -224,25 +187,42 @@ def rules_pairs(text):
 
 # ----------------------------------------------------------------------------- work per article
 
-def make_pairs(ask, article):
-    """(pairs, None) once accepted, or (None, reject record) after max_attempts; ask(text, hint) -> reply."""
+stopping = threading.Event()  # set by the main thread when the run ends early: workers then give up their article
+
+
+class RequestFailed(Exception):
+    """A request without a usable reply. kind: 'down' (no answer: refused, reset, timed out), 'status' (an HTTP
+    error), 'reply' (a 2xx that is no chat completion), 'refused' (401/403/404: the settings, not the article)."""
+    def __init__(self, kind, detail, body=''):
+        super().__init__(detail)
+        self.kind, self.body = kind, body
+
+
+def make_pairs(ask, article, asked=None):
+    """
+    (pairs, None) once accepted, (None, reject record) after max_attempts, or (None, None) when the run is
+    stopping. ask(text, hint) -> reply text or RequestFailed; ask=None is the rules backend (asked: its questions).
+    """
     article_id, path, line_no, text = article
+    reject = {'id': article_id, 'source': f'{path}:{line_no}', 'reason': 'empty_article',
+              'detail': 'nothing left after cleaning', 'attempts': 0, 'reply': ''}
     if not text:
-        return None, {'id': article_id, 'source': f'{path}:{line_no}', 'reason': 'empty_article',
-                      'detail': 'nothing left after cleaning', 'attempts': 0, 'reply': ''}
-    article_norm, hint, reply, why = normalize(text), '', '', None
-    attempts = 1 if ask is None else max_attempts  # the rules never change their mind
-    for attempt in range(attempts):
-        if attempt:
-            time.sleep(backoff * 2 ** (attempt - 1))
+        return None, reject
+    article_norm, hint = normalize(text), ''
+    for attempt in range(1 if ask is None else max_attempts):  # the rules never change their mind
+        if attempt and stopping.wait(backoff * 2 ** (attempt - 1)) or stopping.is_set():
+            return None, None
+        reject['attempts'], kind = attempt + 1, None
         if ask is None:
-            pairs = rules_pairs(text)
+            pairs = rules_pairs(text, asked)
             reply = json.dumps(pairs, ensure_ascii=False)
         else:
             try:
                 reply = ask(text, hint)
-            except ConnectionError as e:  # raised by ask() for HTTP errors, timeouts, refused connections
-                why, reply = ('http', str(e)), getattr(e, 'body', '')
+            except RequestFailed as e:
+                why, reply, kind = ('http', str(e)), e.body, e.kind
+                if kind == 'refused':
+                    break
                 continue
             pairs = parse_pairs(reply)
         # --min_pairs keeps an LLM from stopping early; the rules cannot invent more than the text holds
@@ -250,12 +230,29 @@ def make_pairs(ask, article):
         if why is None:
             return pairs, None
         hint = RETRY_HINT.format(why[1])
-    return None, {'id': article_id, 'source': f'{path}:{line_no}', 'reason': why[0], 'detail': why[1],
-                  'attempts': attempts, 'reply': reply}
+    reject.update(reason=why[0], detail=why[1], reply=reply)
+    return None, dict(reject, kind=kind) if kind else reject
+
+
+def chat_text(body):
+    """The assistant's text in a chat-completion body (bytes), or ValueError saying what the body is instead."""
+    try:
+        data = json.loads(body.decode('utf-8'))
+    except UnicodeDecodeError as e:
+        raise ValueError(f'reply is not UTF-8 ({e.reason} at byte {e.start})')
+    except (ValueError, RecursionError):
+        raise ValueError(f'reply is not JSON: {body[:60].decode("utf-8", "replace")!r}')
+    if not isinstance(data, dict):
+        raise ValueError(f'reply is a JSON {type(data).__name__}, not a chat completion object')
+    choice = (data.get('choices') or [None])[0] if isinstance(data.get('choices'), list) else None
+    message = choice.get('message') if isinstance(choice, dict) else None
+    if not isinstance(message, dict) or not isinstance(message.get('content') or '', str):
+        raise ValueError(f'reply has no choices[0].message with text: {json.dumps(data, ensure_ascii=False)[:100]}')
+    return message.get('content') or ''
 
 
 def openai_asker():
-    """ask(text, hint) -> reply text, through the official client; transient failures become ConnectionError."""
+    """ask(text, hint) -> reply text, through the official client; any failure of the request is RequestFailed."""
     import openai
     key = os.environ.get(api_key_env)
     if not key:  # local servers (LM Studio, Ollama, vLLM) accept any key; the client insists on one
@@ -263,33 +260,36 @@ def openai_asker():
     client = openai.OpenAI(base_url=base_url, api_key=key or 'not-set', timeout=timeout, max_retries=0)
 
     def ask(text, hint):
+        # the one place where a request's outcome is decided: the client only fetches the raw body (its own
+        # parsing turns an HTML or list body into a str or list, which then fails far from here); chat_text reads it
         prompt = PROMPT.format(lo=min_pairs, hi=max_pairs, max_q=max_question_chars, max_a=max_answer_chars,
                                hint=hint, article=text[:max_article_chars])
         try:
-            r = client.chat.completions.create(model=model, temperature=temperature, messages=[
-                {'role': 'system', 'content': SYSTEM}, {'role': 'user', 'content': prompt}])
-        except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
-            raise SystemExit(f"error: {base_url} refused the request (HTTP {e.status_code}); check --base_url, "
-                             f"--model and ${api_key_env}")
+            body = client.chat.completions.with_raw_response.create(model=model, temperature=temperature, messages=[
+                {'role': 'system', 'content': SYSTEM}, {'role': 'user', 'content': prompt}]).http_response.content
         except openai.APITimeoutError:
-            raise ConnectionError(f'no reply within {timeout}s')
-        except openai.APIStatusError as e:
-            error = ConnectionError(f'HTTP {e.status_code}')
-            error.body = e.response.text[:2000]
-            raise error
+            raise RequestFailed('down', f'no reply within {timeout}s')
         except openai.APIConnectionError as e:
-            raise ConnectionError(f'connection failed: {e}')
-        return (r.choices[0].message.content or '') if r.choices else ''
+            raise RequestFailed('down', f'connection failed: {e.__cause__ or e}')
+        except openai.APIStatusError as e:
+            kind = 'refused' if e.status_code in (401, 403, 404) else 'status'
+            raise RequestFailed(kind, f'HTTP {e.status_code}', e.response.text[:2000])
+        except openai.OpenAIError as e:  # whatever else the client raises is still one failed request
+            raise RequestFailed('reply', f'{type(e).__name__}: {e}')
+        try:
+            return chat_text(body)
+        except ValueError as e:
+            raise RequestFailed('reply', str(e), body[:2000].decode('utf-8', 'replace'))
     return ask
 
 
 # ----------------------------------------------------------------------------- output files
 
-def repair_tail(path, group_key=None):
+def repair_tail(path):
     """
-    Drops a torn last line (a run killed mid-write) and, with group_key, the complete lines before it
-    that share its article, so that article is made again. A bad line elsewhere is an error: the file
-    is someone's data. Returns the parsed records that remain.
+    Drops a torn last line (a run killed mid-write) and the complete lines before it that share its article
+    id, so that article is made again. A bad line elsewhere is an error: the file is someone's data. Returns
+    the parsed records that remain.
     """
     if not os.path.exists(path):
         return []
@@ -300,20 +300,19 @@ def repair_tail(path, group_key=None):
     for line_no, raw in enumerate(lines, 1):
         try:
             record = json.loads(raw.decode('utf-8'))
-            assert isinstance(record, dict) and (group_key is None or isinstance(record.get(group_key), int))
+            assert isinstance(record, dict) and isinstance(record.get('id'), int)
         except (ValueError, AssertionError):
             if line_no < len(lines):
-                wanted = f" with an integer {group_key!r}" if group_key else ''
-                sys.exit(f"error: {path}:{line_no}: not a JSON object{wanted}; fix or remove the line")
+                sys.exit(f"error: {path}:{line_no}: not a JSON object with an integer 'id'; fix or remove the line")
             torn, lines = True, lines[:-1]  # a final line that does not parse counts as torn too
             break
         records.append(record)
     if torn:
         keep = len(lines)
-        while group_key and keep and records[keep - 1][group_key] == records[-1][group_key]:
+        while keep and records[keep - 1]['id'] == records[-1]['id']:
             keep -= 1
         dropped = '' if keep == len(records) else \
-            f" and the {len(records) - keep} lines of article {records[-1][group_key]}"
+            f" and the {len(records) - keep} lines of article {records[-1]['id']}"
         print(f"{path}:{len(lines) + 1}: torn last line dropped{dropped}; redoing it", file=sys.stderr)
         records = records[:keep]
         with open(path, 'r+b') as f:
@@ -334,55 +333,103 @@ def main():
         sys.exit(f"error: --backend={backend!r}: expected 'openai' or 'rules'")
     if not 1 <= min_pairs <= max_pairs:
         sys.exit(f"error: need 1 <= --min_pairs ({min_pairs}) <= --max_pairs ({max_pairs})")
+    for name, value in (('max_attempts', max_attempts), ('concurrency', concurrency), ('max_down', max_down),
+                        ('timeout', timeout)):
+        if value <= 0:
+            sys.exit(f"error: --{name}={value}: must be above 0")
     if not os.path.isdir(input_dir) or not find_jsonl(input_dir):
         sys.exit(f"error: --input_dir={input_dir}: no such folder, or no *.jsonl files in it or below it")
     for path in (output, rejects):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    done = {r['id'] for r in repair_tail(output, 'id')}
-    repair_tail(rejects)
+    saved = repair_tail(output)
+    done = {r['id'] for r in saved}
+    # a rerun tries again the articles that failed for the server's sake (http), each replacing its old record;
+    # those rejected for what the model (or the rules) made of them stay rejected
+    old = repair_tail(rejects)
+    kept = {r['id']: r for r in old if r['id'] not in done and r.get('reason') != 'http'}
+    if len(kept) < len(old):
+        with open(rejects + '.tmp', 'wb') as f:
+            append_lines(f.fileno(), kept.values())
+        os.replace(rejects + '.tmp', rejects)
+    asked = {normalize(r.get('question', '')) for r in saved}  # the rules ask each question once in all
     ask = openai_asker() if backend == 'openai' else None
     articles = takewhile(lambda a: limit <= 0 or a[0] < limit, iter_articles(input_dir))
-    todo = ((i, path, line_no, clean_article(text)) for i, path, line_no, text in articles if i not in done)
-    counts = {'accepted': 0, 'rejected': 0, 'pairs': 0}
-    reasons = {}
-    out_fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    rej_fd = os.open(rejects, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    pool = ThreadPoolExecutor(max(1, concurrency))
-    bar = tqdm(total=limit or None, initial=len(done), unit='art', desc='articles', dynamic_ncols=True)
+    todo = ((i, path, line_no, clean_article(text)) for i, path, line_no, text in articles
+            if i not in done and i not in kept)
+    counts, reasons, held, stop = {'accepted': 0, 'rejected': 0, 'pairs': 0}, {}, [], []
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_BINARY', 0)  # Windows: no \r\n
+    out_fd, rej_fd = os.open(output, flags, 0o644), os.open(rejects, flags, 0o644)
+    pool = ThreadPoolExecutor(concurrency)
+    bar = tqdm(total=limit or None, initial=len(done) + len(kept), unit='art', desc='articles', dynamic_ncols=True)
     t0 = time.time()
 
+    def write_reject(reject):
+        append_lines(rej_fd, [reject])
+        counts['rejected'] += 1
+        reasons[reject['reason']] = reasons.get(reject['reason'], 0) + 1
+
     def record(article_id, pairs, reject):  # only the main thread writes, so articles never interleave
+        if reject and reject.get('kind') in ('down', 'refused'):
+            # one article that reached no server says little about it; max_down in a row say the server is down
+            held.append(reject)
+            if reject['kind'] == 'refused':
+                stop.append(f"{base_url} refused the request ({reject['detail']}); check --base_url, --model and "
+                            f"${api_key_env}")
+            elif len(held) >= max_down:
+                stop.append(f"no answer from {base_url} for {len(held)} articles in a row, {max_attempts} tries each "
+                            f"({reject['detail']}); is the LLM server running at --base_url?")
+            stopping.set() if stop else None
+            return
+        if pairs is None and reject is None:  # given up because the run is stopping
+            return
+        if not stopping.is_set():  # the server answered again: those were passing failures, retried on a rerun
+            for r in held:
+                write_reject(r)
+            held.clear()
         if pairs:
             append_lines(out_fd, [dict(p, id=article_id) for p in pairs])
             counts['accepted'] += 1
             counts['pairs'] += len(pairs)
         else:
-            append_lines(rej_fd, [reject])
-            counts['rejected'] += 1
-            reasons[reject['reason']] = reasons.get(reject['reason'], 0) + 1
+            write_reject(reject)
         bar.update(1)
         bar.set_postfix(counts, refresh=False)
 
-    def record_finished(futures):
-        for future in sorted(futures, key=lambda f: f.article_id):
+    def record_finished(futures, until=FIRST_COMPLETED, seconds=None):
+        finished, rest = wait(futures, seconds, return_when=until)
+        failed = [f for f in finished if f.exception()]  # a bug, not a failed request: raised once the rest is saved
+        for future in sorted(set(finished) - set(failed), key=lambda f: f.article_id):
             record(future.article_id, *future.result())
+        if failed:
+            raise failed[0].exception()
+        return rest
 
+    pending = set()
     try:
-        pending = set()
         for article in todo:
+            if stopping.is_set():
+                break
             if ask is None:  # the rules are quick and in order: the output is the same bytes every run
-                record(article[0], *make_pairs(None, article))
+                record(article[0], *make_pairs(None, article, asked))
                 continue
             future = pool.submit(make_pairs, ask, article)
             future.article_id = article[0]
             pending.add(future)
-            if len(pending) >= 2 * max(1, concurrency):  # a bounded window: the corpus is streamed
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                record_finished(finished)
+            if len(pending) >= 2 * concurrency:  # a bounded window: the corpus is streamed
+                pending = record_finished(pending)
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            record_finished(finished)
+            pending = record_finished(pending)
+        if held and not stop and not counts['accepted'] + counts['rejected']:
+            stop.append(f"no answer from {base_url} for any of {len(held)} articles ({held[-1]['detail']}); "
+                        f"is the LLM server running at --base_url?")
+        for r in held if not stop else []:
+            write_reject(r)
+    except KeyboardInterrupt:
+        stop.append('interrupted')
+        stopping.set()
+        record_finished(pending, ALL_COMPLETED, 0)  # what had finished is saved
     finally:
+        stopping.set()
         pool.shutdown(wait=False, cancel_futures=True)
         bar.close()
         os.close(out_fd)
@@ -390,10 +437,14 @@ def main():
     elapsed = time.time() - t0
     n = counts['accepted'] + counts['rejected']
     print(f"accepted {counts['accepted']} articles ({counts['pairs']} pairs), rejected {counts['rejected']} "
-          f"{reasons}, skipped {len(done)} already done; {elapsed:.1f}s, articles/s={n / max(elapsed, 1e-9):.2f}")
+          f"{reasons}, skipped {len(done)} already done and {len(kept)} rejected before; {elapsed:.1f}s, "
+          f"articles/s={n / max(elapsed, 1e-9):.2f}")
     print(f"pairs in {output}, rejects in {rejects}")
+    if stop:
+        sys.exit(f"error: {stop[0]}. Stopped early: finished articles are saved, none of the rest is marked "
+                 f"rejected; rerun to go on.")
 
 
 if __name__ == '__main__':
-    exec(open(os.path.join(ROOT, 'configurator.py')).read())
+    exec(open(os.path.join(ROOT, 'configurator.py'), encoding='utf-8').read())
     main()

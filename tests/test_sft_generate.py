@@ -1,7 +1,8 @@
 """
 sft/sft_generate.py against a real HTTP server on a loopback port that speaks the OpenAI chat-completions
-wire format and answers from a script (clean, fenced, prose, too few, ungrounded, invalid, 500, 429, slow);
-a SIGKILL mid-run and a rerun; and the offline rules backend.
+wire format and answers from a script (clean, fenced, prose, too few, ungrounded, invalid, 500, 429, slow),
+or with bodies that are no chat completion (not JSON, HTML, a list, no message, not UTF-8), or drops the
+connection; a server that is down; a SIGKILL mid-run and a rerun; and the offline rules backend.
 """
 import importlib.util
 import json
@@ -11,11 +12,13 @@ import signal
 import subprocess
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from conftest import PYTHON, ROOT, run_script, write_jsonl
+from conftest import PYTHON, ROOT, free_port, run_script, write_jsonl
 
 SCRIPT = os.path.join(ROOT, 'sft', 'sft_generate.py')
+RULES_SCRIPT = os.path.join(ROOT, 'sft', 'rules.py')
 
 
 def load_generator():
@@ -27,8 +30,10 @@ def load_generator():
 
 class ChatServer:
     """
-    A chat-completions endpoint on 127.0.0.1: responder(article, attempt) -> (status, reply text, delay s).
-    attempt counts the requests seen for that article (0 first). Serves requests concurrently.
+    A chat-completions endpoint on 127.0.0.1: responder(article, attempt) -> (status, reply, delay s).
+    attempt counts the requests seen for that article (0 first). reply is the assistant's text, or bytes sent
+    as the whole body (HTML if it starts with <); status 'drop' closes the connection without an answer.
+    Serves requests concurrently.
     """
     def __init__(self, responder):
         self.responder, self.attempts, self.lock, self.requests = responder, {}, threading.Lock(), []
@@ -49,17 +54,22 @@ class ChatServer:
                                            'temperature': body.get('temperature'), 'model': body.get('model')})
                 status, reply, delay = outer.responder(article, attempt)
                 time.sleep(delay)
-                if status == 200:
+                if status == 'drop':
+                    self.close_connection = True
+                    return
+                if isinstance(reply, bytes):
+                    payload = None
+                elif status == 200:
                     payload = {'id': 'chatcmpl-1', 'object': 'chat.completion', 'created': 0, 'model': body['model'],
                                'choices': [{'index': 0, 'finish_reason': 'stop',
                                             'message': {'role': 'assistant', 'content': reply}}],
                                'usage': {'prompt_tokens': 1, 'completion_tokens': 1, 'total_tokens': 2}}
                 else:
                     payload = {'error': {'message': reply, 'type': 'server_error'}}
-                data = json.dumps(payload, ensure_ascii=False).encode()
+                data = reply if payload is None else json.dumps(payload, ensure_ascii=False).encode()
                 try:
                     self.send_response(status)
-                    self.send_header('Content-Type', 'application/json')
+                    self.send_header('Content-Type', 'text/html' if data.startswith(b'<') else 'application/json')
                     self.send_header('Content-Length', str(len(data)))
                     if status == 429:
                         self.send_header('Retry-After', '0')
@@ -181,13 +191,133 @@ def test_openai_backend_against_scripted_server(tmp_path):
         assert 'internal error' in next(r['reply'] for r in rejects if r['reason'] == 'http')
         assert 'accepted 8 articles (24 pairs), rejected 4' in proc.stdout
 
-        # a rerun skips what is done and tries the rejects again; nothing is duplicated
+        # a rerun skips what is done and what was rejected for its content, and tries the http reject again
+        # (three more requests), replacing its record instead of adding one
         n_before = len(server.requests)
         proc = run_script(args, env={'SFT_TEST_KEY': 'sk-secret-123'}, timeout=60)
-        assert 'skipped 8 already done' in proc.stdout
+        assert 'skipped 8 already done and 3 rejected before' in proc.stdout
         assert read_jsonl(out) == pairs
-        assert len(server.requests) - n_before == 4 * 3
-        assert {r['id'] for r in read_jsonl(rej)[len(rejects):]} == {r['id'] for r in rejects}
+        assert len(server.requests) - n_before == 3
+        assert {r['article'] for r in server.requests[n_before:]} == {GOOD[10][0]}  # always_500, the http one
+        assert sorted(r['id'] for r in read_jsonl(rej)) == sorted(r['id'] for r in rejects)
+
+
+# 200 replies that are no chat completion, and what the reject's detail says about each
+NO_COMPLETION = {
+    'not_json': (b'Internal Server Error: model crashed', 'not JSON'),
+    'html': (b'<html><body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>', 'not JSON'),
+    'json_list': (json.dumps([{'question': 'q', 'answer': 'a'}]).encode(), 'JSON list'),
+    'no_message': (json.dumps({'id': 'x', 'object': 'chat.completion', 'choices': [{'index': 0}]}).encode(),
+                   'no choices[0].message'),
+    'not_utf8': (b'{"choices": [{"message": {"role": "assistant", "content": "\xff\xfe\xfa"}}]}', 'not UTF-8'),
+    'deep': (b'[' * 100000, 'not JSON'),
+}
+
+
+def ids_in(path):
+    return [r['id'] for r in read_jsonl(path)] if path.exists() else []
+
+
+def article_no(article):
+    return int(re.match(r'第(\d+)号', article).group(1))
+
+
+def test_every_bad_reply_is_a_reject_of_its_article_not_the_end_of_the_run(tmp_path):
+    kinds = list(NO_COMPLETION)
+    n = len(kinds) + 2  # and two articles the server answers well
+    write_jsonl(str(tmp_path / 'corpus' / 'a.jsonl'), [station(i)[0] for i in range(n)])
+    out, rej = tmp_path / 'pairs.jsonl', tmp_path / 'rejects.jsonl'
+
+    def reply(article, attempt):
+        i = article_no(article)
+        return (200, NO_COMPLETION[kinds[i]][0], 0) if i < len(kinds) else (200, lines(station(i)[1]), 0)
+
+    with ChatServer(reply) as server:
+        proc = run_script([SCRIPT, f'--input_dir={tmp_path / "corpus"}', f'--output={out}', f'--rejects={rej}',
+                           f'--base_url={server.url}', '--concurrency=2', '--max_attempts=2', '--backoff=0.01'],
+                          timeout=60)
+    assert 'Traceback' not in proc.stderr
+    assert sorted(set(ids_in(out))) == [n - 2, n - 1]
+    rejects = {r['id']: r for r in read_jsonl(rej)}
+    assert sorted(rejects) == list(range(len(kinds))) and len(read_jsonl(rej)) == len(kinds)
+    for i, kind in enumerate(kinds):
+        r = rejects[i]
+        assert r['reason'] == 'http' and r['kind'] == 'reply' and r['attempts'] == 2, (kind, r)
+        assert NO_COMPLETION[kind][1] in r['detail'], (kind, r['detail'])
+    assert 'Bad Gateway' in rejects[kinds.index('html')]['reply']
+
+
+def test_thirty_percent_bad_replies_under_concurrency_4_with_spawn(tmp_path):
+    """Every article ends up saved or rejected, exactly once, over a run and a rerun, with spawn as the start method."""
+    n, bad = 40, list(NO_COMPLETION.values()) + [(b'', 'not JSON')]
+    write_jsonl(str(tmp_path / 'corpus' / 'a.jsonl'), [station(i)[0] for i in range(n)])
+    out, rej = tmp_path / 'pairs.jsonl', tmp_path / 'rejects.jsonl'
+    up = {'faults': True}
+
+    def reply(article, attempt):
+        i = article_no(article)
+        h = zlib.crc32(f'{i}/{attempt}'.encode()) % 100
+        if up['faults'] and (i % 13 == 0 or h < 30):  # 30% of requests, and every request of articles 0, 13, 26, 39
+            return (500, 'overloaded', 0.01) if h % 7 == 0 else (200, bad[h % len(bad)][0], 0.01)
+        return 200, lines(station(i)[1]), 0.01
+
+    code = ('import multiprocessing, runpy, sys; multiprocessing.set_start_method("spawn", force=True); '
+            'sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")')
+    with ChatServer(reply) as server:
+        args = ['-c', code, SCRIPT, f'--input_dir={tmp_path / "corpus"}', f'--output={out}', f'--rejects={rej}',
+                f'--base_url={server.url}', '--concurrency=4', '--max_attempts=3', '--backoff=0.01']
+        proc = run_script(args, timeout=120)
+        saved, rejected = set(ids_in(out)), ids_in(rej)
+        assert 'Traceback' not in proc.stderr
+        assert len(rejected) == len(set(rejected)) and not saved & set(rejected)
+        assert saved | set(rejected) == set(range(n))
+        assert {0, 13, 26, 39} <= set(rejected)
+        assert all(r['reason'] == 'http' for r in read_jsonl(rej))
+        assert len(read_jsonl(out)) == 3 * len(saved)  # no article written twice
+
+        up['faults'] = False  # the server mends: a rerun retries the http rejects, and leaves no record of them
+        proc = run_script(args, timeout=120)
+    assert f'skipped {len(saved)} already done and 0 rejected before' in proc.stdout
+    assert ids_in(rej) == []
+    pairs = read_jsonl(out)
+    assert sorted(set(ids_in(out))) == list(range(n)) and len(pairs) == 3 * n
+
+
+def test_server_down_stops_early_and_marks_nothing(tmp_path):
+    write_jsonl(str(tmp_path / 'corpus' / 'a.jsonl'), [station(i)[0] for i in range(30)])
+    out, rej = tmp_path / 'pairs.jsonl', tmp_path / 'rejects.jsonl'
+
+    def run(url, *extra):
+        return run_script([SCRIPT, f'--input_dir={tmp_path / "corpus"}', f'--output={out}', f'--rejects={rej}',
+                           f'--base_url={url}', '--concurrency=4', '--max_attempts=3', '--backoff=0.01', *extra],
+                          check=False, timeout=60)
+
+    t0 = time.time()
+    proc = run(f'http://127.0.0.1:{free_port()}/v1')  # nothing listens there
+    assert proc.returncode == 1 and time.time() - t0 < 30
+    assert 'no answer from http://127.0.0.1' in proc.stderr and 'is the LLM server running' in proc.stderr, proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert ids_in(out) == [] and ids_in(rej) == []
+
+    # a server that drops one article's connections but answers the others: that article is an http reject
+    # (kind "down") and the run goes on
+    def reply(article, attempt):
+        i = article_no(article)
+        return ('drop', '', 0) if i == 3 else (200, lines(station(i)[1]), 0)
+
+    with ChatServer(reply) as server:
+        proc = run(server.url, '--limit=8')
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(ids_in(out)) == [i for i in range(8) if i != 3 for _ in range(3)]
+    assert [(r['id'], r['reason'], r['kind']) for r in read_jsonl(rej)] == [(3, 'http', 'down')]
+
+    # a key the server refuses stops the run at once: no retries, nothing marked (the http reject of article 3
+    # was taken out to be retried, and is not written back)
+    with ChatServer(lambda article, attempt: (401, 'invalid api key', 0)) as server:
+        proc = run(server.url)
+    assert proc.returncode == 1 and 'refused the request (HTTP 401)' in proc.stderr and 'Traceback' not in proc.stderr
+    assert len({r['article'] for r in server.requests}) == len(server.requests) <= 8  # each tried once
+    assert ids_in(rej) == []
 
 
 def test_sigkill_then_rerun_gives_each_article_once(tmp_path):
@@ -235,37 +365,75 @@ def test_malformed_output_line_is_an_error(tmp_path):
 
 
 RULES_ARTICLES = [
-    '故宫\n\n故宫位于北京市中心，是明清两代的皇家宫殿。故宫始建于明朝永乐四年。北京故宫被誉为世界五大宫之首。'
-    '故宫博物院成立于1925年。每年有上千万游客参观故宫。',
-    '长江是中国最长的河流，全长约6300公里。长江发源于青藏高原。长江流经十一个省级行政区。长江的入海口位于上海。',
-    '他说这件事情很重要。但是大家都不同意。',  # nothing usable: pronouns, no statement
-    '新华社成立于1931年，是中国的国家通讯社。新华社总部位于北京。新华社在海外设有多个分社。新华社简称新华。',
+    '故宫\n\n故宫位于北京市中心。北京故宫被誉为“世界五大宫之首”。故宫博物院成立于１９２５年１０月。每年有上千万游客参观故宫。',
+    '长江是中国第一长河。长江流域面积达１８０万平方公里。',
+    '１２月３１日，国家主席江泽民发表新年讲话。美国总统克林顿今天抵达北京。他说这件事情很重要。',
+    # no concrete subject anywhere: pronouns, adverbs, verbs, fragments, relative times, bare generalities
+    '他说这件事情很重要。应当是所有有志者的共同理想。意思是告诉主人家。他来到位于山脚的小村。仰首是彩旗招展。'
+    '即使是娱乐内容的收费电话。各级干部特别是领导干部。创作无疑是重要的一环。认为人类活动是最重要的因素。'
+    '这也是一个重大的突破。今年是落实十五大精神的第一年。原因是多方面的。市场是第一信号。上次是范志毅于１９９６年获得。'
+    '全市蔬菜种植面积达到５５万亩。１９９６年产量达到１９０万吨。逐步让位于以和平与发展为主题的新时代。',
+    '新华社是中国的国家通讯社。新华社总部位于北京。第十八届冬奥会在日本长野举行。国务院总理李鹏于１９９８年１月５日会见了日本客人。',
+    '长江是亚洲第一长河。',  # 长江是什么？ was asked in article 1: one question, one answer
+]
+RULES_EXPECTED = [  # (id, question, answer), in order
+    (0, '故宫位于哪里？', '北京市中心'), (0, '北京故宫被誉为什么？', '世界五大宫之首'), (0, '故宫博物院成立于何时？', '１９２５年１０月'),
+    (1, '长江是什么？', '中国第一长河'), (1, '中国第一长河是什么？', '长江'), (1, '长江流域面积达多少平方公里？', '１８０万平方公里'),
+    (2, '国家主席江泽民发表新年讲话是在什么时候？', '１２月３１日'), (2, '美国总统是谁？', '克林顿'),
+    (4, '新华社是什么？', '中国的国家通讯社'), (4, '新华社总部位于哪里？', '北京'), (4, '第十八届冬奥会在哪里举行？', '日本长野'),
+    (4, '国务院总理李鹏于何时会见了日本客人？', '１９９８年１月５日'),
+    (5, '亚洲第一长河是什么？', '长江'),
 ]
 
 
-def test_rules_backend_answers_are_verbatim_spans(tmp_path):
+def run_rules(tmp_path, name, *extra):
+    out, rej = tmp_path / f'{name}.jsonl', tmp_path / f'{name}_rejects.jsonl'
+    proc = run_script([SCRIPT, '--backend=rules', f'--input_dir={tmp_path / "corpus"}', f'--output={out}',
+                       f'--rejects={rej}', *extra], timeout=60)
+    return out, rej, proc
+
+
+def test_rules_backend_gives_the_expected_pairs(tmp_path):
     from data_utils import clean_article, iter_articles
-    corpus = tmp_path / 'corpus'
-    write_jsonl(str(corpus / 'a.jsonl'), RULES_ARTICLES)
-    runs = []
-    for name, limit in (('one', 0), ('two', 0), ('three', 2)):
-        out, rej = tmp_path / f'{name}.jsonl', tmp_path / f'{name}_rejects.jsonl'
-        run_script([SCRIPT, '--backend=rules', f'--input_dir={corpus}', f'--output={out}', f'--rejects={rej}',
-                    f'--limit={limit}'], timeout=60)
-        runs.append(out.read_bytes())
-    assert runs[0] == runs[1]  # deterministic
-    assert {p['id'] for p in read_jsonl(tmp_path / 'three.jsonl')} == {0, 1}  # --limit=2: articles 0 and 1 only
-    assert runs[0].startswith(runs[2])
-    articles = {i: clean_article(t) for i, _, _, t in iter_articles(str(corpus))}
-    pairs = read_jsonl(tmp_path / 'one.jsonl')
-    assert {p['id'] for p in pairs} == {0, 1, 3}
-    for p in pairs:
-        assert p['answer'] in articles[p['id']], p
-        assert 3 <= sum(q['id'] == p['id'] for q in pairs) <= 6
-    got = {(p['id'], p['question'], p['answer']) for p in pairs}
-    assert (0, '故宫位于哪里？', '北京市中心') in got
-    assert (0, '北京故宫被誉为什么？', '世界五大宫之首') in got
-    assert (1, '长江是什么？', '中国最长的河流') in got
-    assert (3, '新华社成立于什么时候？', '1931年') in got
-    assert (3, '新华社总部位于哪里？', '北京') in got
-    assert [r['reason'] for r in read_jsonl(tmp_path / 'one_rejects.jsonl')] == ['no_pairs']
+    write_jsonl(str(tmp_path / 'corpus' / 'a.jsonl'), RULES_ARTICLES)
+    out, rej, _ = run_rules(tmp_path, 'one')
+    pairs = read_jsonl(out)
+    assert [(p['id'], p['question'], p['answer']) for p in pairs] == RULES_EXPECTED
+    articles = {i: clean_article(t) for i, _, _, t in iter_articles(str(tmp_path / 'corpus'))}
+    assert all(p['answer'] in articles[p['id']] for p in pairs)  # verbatim spans
+    assert [(r['id'], r['reason']) for r in read_jsonl(rej)] == [(3, 'no_pairs')]
+    assert run_rules(tmp_path, 'two')[0].read_bytes() == out.read_bytes()  # deterministic
+
+    # --limit=2 gives the first articles' lines; a rerun without it goes on from there (knowing what was asked)
+    resumed, _, _ = run_rules(tmp_path, 'three', '--limit=2')
+    assert {p['id'] for p in read_jsonl(resumed)} == {0, 1} and out.read_bytes().startswith(resumed.read_bytes())
+    _, _, proc = run_rules(tmp_path, 'three')
+    assert resumed.read_bytes() == out.read_bytes() and 'skipped 2 already done' in proc.stdout
+
+
+def test_rules_ask_nothing_without_a_concrete_subject():
+    g = load_generator()
+    for sentence in RULES_ARTICLES[3].replace('。', '。\n').split():
+        assert g.rules_pairs(sentence, set()) == [], sentence
+    for text in RULES_ARTICLES:
+        for pair in g.rules_candidates(text):
+            assert not g._PRONOUN.search(pair['question']) and len(pair['answer']) <= 20, pair
+
+
+
+def test_rules_command_prints_what_the_rules_find():
+    proc = run_script([RULES_SCRIPT, RULES_ARTICLES[1]])
+    assert [json.loads(line) for line in proc.stdout.splitlines()] == [
+        {'question': q, 'answer': a} for _, q, a in RULES_EXPECTED[3:6]]
+    proc = run_script([RULES_SCRIPT, '他说这件事情很重要。'])
+    assert proc.stdout == '' and 'no pairs' in proc.stderr
+
+def test_next_sentence_pairs_only_under_the_flag(tmp_path):
+    write_jsonl(str(tmp_path / 'corpus' / 'a.jsonl'), ['北京的冬天很冷。人们都穿上了厚厚的棉衣。', RULES_ARTICLES[1]])
+    out, rej, _ = run_rules(tmp_path, 'default')
+    assert '下一句' not in out.read_text(encoding='utf-8') and ids_in(rej) == [0]
+    out, rej, _ = run_rules(tmp_path, 'flag', '--next_sentence=True')
+    pairs = [(p['id'], p['question'], p['answer']) for p in read_jsonl(out)]
+    assert pairs[0] == (0, '“北京的冬天很冷”的下一句是什么？', '人们都穿上了厚厚的棉衣。')
+    assert pairs[1:4] == [(1, q, a) for _, q, a in RULES_EXPECTED[3:6]]  # the facts first, then the next sentences
+    assert pairs[4:] == [(1, '“长江是中国第一长河”的下一句是什么？', '长江流域面积达１８０万平方公里。')]
