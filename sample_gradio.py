@@ -1,25 +1,29 @@
 """
 The arena: a web page where people chat with the models, compare two side by side, judge anonymous
-battles, and read an Elo leaderboard built from their votes (as LMSYS's Chatbot Arena does).
+battles, and read a leaderboard built from their votes, as LMSYS's Chatbot Arena does. This file is the page;
+contestants.py reads the peers file and streams each kind of contestant, ratings.py rates the votes.
 
     python sample_gradio.py                                   # contestants from peers.json, else out/sft + out/pretrain
     python sample_gradio.py --peers=peers.json --votes=votes.jsonl --host=0.0.0.0 --port=7860
-    python sample_gradio.py --peers=peers.json --host=127.0.0.1 --port=7861 --device=cpu
+    python sample_gradio.py --peers=peers.json --host=127.0.0.1 --port=7861 --device=cpu --leak_words=Qwen,通义
+    python sample_gradio.py --help
 
 Contestants live in one editable JSON list (--peers, see peers.example.json):
     {"name": "本地微调", "checkpoint": "out/sft"}                          a checkpoint served in this process
     {"name": "张三的模型", "url": "http://192.168.1.20:5000"}              a classmate's server.py (POST /generate)
     {"name": "qwen", "url": "http://127.0.0.1:1234/v1", "kind": "openai",  any OpenAI-compatible server
      "model": "qwen2-7b-instruct", "api_key_env": "LMSTUDIO_KEY"}            (LM Studio, vLLM, Ollama, a MiniGPT /v1)
-A minigpt peer may also name a "model" (server.py --models serves several) and an "api_key_env".
+Any entry may add "weight" (how often it is drawn for battles, default 1, 0 = never) and "same_as" (a name,
+or a list of names, of contestants that are the same model: never paired). Two entries with the same
+checkpoint file, or the same server (this machine under any of its names) and model, are paired never anyway.
 
 A prompt ending in ## is a question: local models and MiniGPT peers answer it after A_TOKEN; an
-OpenAI-compatible peer gets it as a chat user message without the ##. A peer that is down, slow or
-answers garbage gets a message in its own pane; the rest of the page keeps working.
-Each vote is appended to --votes (JSONL). The leaderboard replays the votes in order with online Elo
-(start 1000, K=4, scale 400, as the public arena does) and bootstraps 95% intervals.
+OpenAI-compatible peer gets it as a chat user message without the ##. A peer that is down, silent, answers
+garbage or floods gets a message in its own pane (an answer past what was asked is cut and marked); the
+rest of the page keeps working. Battles are blind: sides are drawn at random, both panes are revealed at the
+pace of the slower contestant, times and names show only after the vote, and a battle whose answers name a
+model is marked leaked. Each battle has an id and gets one vote in --votes (JSONL), whatever the page does.
 """
-import codecs
 import csv
 import json
 import os
@@ -27,10 +31,11 @@ import queue
 import random
 import threading
 import time
+import uuid
 from datetime import datetime, timezone
 
-import numpy as np
-
+import ratings
+from contestants import TooLong, default_peers, describe_error, draw_pair, load_models, load_peers, same_model_groups, stream_answer
 from data_utils import jsonl_objects
 
 # -----------------------------------------------------------------------------
@@ -43,325 +48,150 @@ device = 'auto'  # where local checkpoints run: auto, cpu, cuda, mps
 timeout = 30  # seconds a peer may stay silent (connecting, or between two pieces) before it is given up
 seed = -1  # seed for drawing battle pairs; -1 draws fresh ones each start
 bootstrap_rounds = 200  # resamples of the votes for the leaderboard's 95% intervals
+min_battles = 10  # below this many counted battles a model shows "not enough data" instead of an interval
+anchor = ''  # a contestant pinned at 1000 on the board; empty: the mean is 1000
+count_leaked = False  # also count votes on battles whose answers named a model
+leak_words = 'ChatGPT,GPT-4,OpenAI,Qwen,通义,千问,Llama,DeepSeek,Claude,Gemini,文心,Kimi,GLM,MiniGPT'  # mark a battle leaked, as names do
+chars_per_token = 8  # a peer's answer is cut after max_new_tokens * this + chars_margin characters and marked over-long
+chars_margin = 100  # (a token is rarely over 8 characters; a peer past that ignored max_new_tokens)
+fail_streak = 3  # a contestant whose last this-many answers all failed...
+fail_weight = 0.1  # ...is drawn with its weight times this until it answers again
 # -----------------------------------------------------------------------------
 
-OUTCOME = {'A': 1.0, 'B': 0.0, 'tie': 0.5, 'both_bad': 0.5}  # score of model A; both bad counts as a tie, as in FastChat
 VOTE_TEXT = {'A': 'A 更好', 'B': 'B 更好', 'tie': '平局', 'both_bad': '都不好'}
-PEER_KEYS = {'name', 'url', 'kind', 'model', 'api_key_env'}
-KINDS = ('minigpt', 'openai')
-
-
-# ----------------------------------------------------------------------------- Elo, plain functions
-def read_votes(path):
-    """(battles, bad): battles are (model_a, model_b, score of A) in file order; bad lists unreadable lines as path:line."""
-    battles, bad = [], []
-    if not os.path.exists(path):
-        return battles, bad
-    for line_no, v, problem in jsonl_objects(path):
-        if problem:
-            bad.append(f'{path}:{line_no} ({problem[1]})')
-            continue
-        try:
-            battles.append((v['model_a'], v['model_b'], OUTCOME[v['vote']]))
-        except (KeyError, TypeError) as e:
-            bad.append(f'{path}:{line_no} ({type(e).__name__}: {e})')
-    return battles, bad
-
-
-def compute_elo(battles, k=4.0, scale=400.0, base=10.0, init=1000.0):
-    """Online Elo: the votes replayed in order, each moving both ratings by K * (score - expected score)."""
-    ratings = {}
-    for a, b, score in battles:
-        ra, rb = ratings.setdefault(a, init), ratings.setdefault(b, init)
-        expected = 1.0 / (1.0 + base ** ((rb - ra) / scale))
-        ratings[a] = ra + k * (score - expected)
-        ratings[b] = rb - k * (score - expected)
-    return ratings
-
-
-def bootstrap_elo(battles, rounds=200, seed=0, k=4.0, scale=400.0, base=10.0, init=1000.0):
-    """{name: (low, high)} 95% intervals: Elo recomputed on `rounds` resamples of the votes (with replacement)."""
-    if not battles:
-        return {}
-    names = sorted({n for a, b, _ in battles for n in (a, b)})
-    index = {n: i for i, n in enumerate(names)}
-    a = np.array([index[x[0]] for x in battles])
-    b = np.array([index[x[1]] for x in battles])
-    score = np.array([x[2] for x in battles], dtype=np.float64)
-    picks = np.random.default_rng(seed).integers(0, len(battles), size=(rounds, len(battles)))
-    ratings = np.full((rounds, len(names)), init, dtype=np.float64)
-    rows = np.arange(rounds)
-    for j in range(len(battles)):  # all resamples advance one vote at a time, each in its own drawn order
-        p = picks[:, j]
-        expected = 1.0 / (1.0 + base ** ((ratings[rows, b[p]] - ratings[rows, a[p]]) / scale))
-        delta = k * (score[p] - expected)
-        ratings[rows, a[p]] += delta
-        ratings[rows, b[p]] -= delta
-    low, high = np.percentile(ratings, [2.5, 97.5], axis=0)
-    return {n: (float(low[i]), float(high[i])) for i, n in enumerate(names)}
-
-
-def leaderboard_rows(battles, names=(), rounds=200):
-    """Rows (name, elo, low, high, battles, wins, ties, losses) best first; `names` adds contestants with no votes yet."""
-    elo, ci = compute_elo(battles), bootstrap_elo(battles, rounds)
-    counts = {n: [0, 0, 0] for n in list(names) + list(elo)}
-    for a, b, score in battles:
-        for name, s in ((a, score), (b, 1.0 - score)):
-            counts[name][0 if s == 1.0 else 1 if s == 0.5 else 2] += 1
-    rows = [(n, elo.get(n, 1000.0), *ci.get(n, (1000.0, 1000.0)), sum(c), *c) for n, c in counts.items()]
-    return sorted(rows, key=lambda r: (-r[1], r[0]))
-
-
-def leaderboard_markdown(path, names=(), rounds=200):
-    battles, bad = read_votes(path)
-    lines = ['| 排名 | 模型 | Elo | 95% 区间 | 对战数 | 胜 / 平 / 负 | 胜率 |', '|---|---|---|---|---|---|---|']
-    for rank, (n, r, lo, hi, total, w, t, l) in enumerate(leaderboard_rows(battles, names, rounds), 1):
-        rate = f'{100 * w / total:.0f}%' if total else '—'
-        lines.append(f'| {rank} | {n} | {r:.1f} | {lo:.1f} ~ {hi:.1f} | {total} | {w} / {t} / {l} | {rate} |')
-    note = f'共 {len(battles)} 票（{path}）。Elo 按投票顺序计算：初始 1000，K=4，尺度 400；区间为 {rounds} 次有放回重抽样的 95% 区间。'
-    if bad:
-        note += f'\n\n⚠️ 跳过了 {len(bad)} 行无法读取的记录：' + '；'.join(bad[:3])
-    return '\n'.join(lines) + '\n\n' + note
-
-
-# ----------------------------------------------------------------------------- contestants
-def load_peers(path):
-    """The contestants file, checked entry by entry: {name, checkpoint} or {name, url, kind?, model?, api_key_env?}."""
-    if not os.path.exists(path):
-        raise SystemExit(f'error: {path}: no such contestants file (see peers.example.json)')
-    try:
-        with open(path, encoding='utf-8') as f:
-            entries = json.load(f)
-    except json.JSONDecodeError as e:
-        raise SystemExit(f'error: {path}: not valid JSON ({e})')
-    if not isinstance(entries, list) or not entries:
-        raise SystemExit(f'error: {path}: expected a non-empty JSON list of contestants, like [{{"name": "本地", "checkpoint": "out/sft"}}]')
-    seen = set()
-    for i, e in enumerate(entries, 1):
-        where = f'{path}: entry {i}' + (f' ({e.get("name")!r})' if isinstance(e, dict) and 'name' in e else '')
-        if not isinstance(e, dict):
-            raise SystemExit(f'error: {where}: expected an object, got {e!r}')
-        allowed = {'name', 'checkpoint'} if 'checkpoint' in e else PEER_KEYS
-        unknown = sorted(set(e) - allowed)
-        if unknown:
-            raise SystemExit(f'error: {where}: unknown key(s) {unknown}; allowed here: {sorted(allowed)}')
-        if not isinstance(e.get('name'), str) or not e['name'].strip():
-            raise SystemExit(f'error: {where}: needs a non-empty "name"')
-        if e['name'] in seen:
-            raise SystemExit(f'error: {where}: the name {e["name"]!r} is used twice')
-        seen.add(e['name'])
-        if 'checkpoint' in e:
-            continue
-        if not isinstance(e.get('url'), str) or not e['url'].startswith(('http://', 'https://')):
-            raise SystemExit(f'error: {where}: needs "url" (http://host:port of a peer) or "checkpoint" (a local model folder)')
-        e.setdefault('kind', 'minigpt')
-        if e['kind'] not in KINDS:
-            raise SystemExit(f'error: {where}: "kind" must be one of {list(KINDS)}, got {e["kind"]!r}')
-        if e['kind'] == 'openai' and not e.get('model'):
-            raise SystemExit(f'error: {where}: an openai peer needs "model" (the name its server lists under /v1/models)')
-    return entries
-
-
-def default_peers():
-    found = [{'name': f'{n} (本地)', 'checkpoint': p} for n, p in (('sft', 'out/sft'), ('pretrain', 'out/pretrain'))
-             if os.path.exists(os.path.join(p, 'ckpt.pt'))]
-    if not found:
-        raise SystemExit('error: no peers.json and no out/sft or out/pretrain checkpoint: train one, or pass --peers=FILE')
-    print(f"peers.json not found: using the local checkpoints {[c['checkpoint'] for c in found]}")
-    return found
-
-
-def load_models(entries, device):
-    """Loads each local checkpoint once (two names may share one), keyed by contestant name."""
-    from model import load_checkpoint, pick_device
-    loaded, models = {}, {}
-    for e in entries:
-        if 'checkpoint' in e:
-            path = os.path.abspath(e['checkpoint'])
-            if path not in loaded:
-                try:
-                    loaded[path] = load_checkpoint(path, pick_device(device))[0]
-                except (FileNotFoundError, ValueError) as err:
-                    raise SystemExit(f"error: contestant {e['name']!r}: {err}")
-            models[e['name']] = loaded[path]
-    return models
-
-
-# ----------------------------------------------------------------------------- streaming one answer
-class PeerError(Exception):
-    pass
-
-
-def api_key(peer):
-    """The peer's API key from the environment variable it names, or None when it names none."""
-    env = peer.get('api_key_env')
-    if env and not os.environ.get(env):
-        raise PeerError(f'环境变量 {env} 没有设置（这个模型的 API key）')
-    return os.environ[env] if env else None
-
-
-def stream_local(model, prompt, max_new_tokens, temperature, top_k):
-    from engine import encode_prompt, stream_text
-    yield from stream_text(model, encode_prompt(prompt), max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k)
-
-
-def stream_minigpt(peer, prompt, max_new_tokens, temperature, top_k):
-    import requests
-    body = {'prompt': prompt, 'max_new_tokens': max_new_tokens, 'temperature': temperature, 'top_k': top_k}
-    if peer.get('model'):
-        body['model'] = peer['model']
-    key = api_key(peer)
-    headers = {'Authorization': f'Bearer {key}'} if key else {}
-    url = peer['url'].rstrip('/') + '/generate'
-    with requests.post(url, json=body, headers=headers, stream=True, timeout=(timeout, timeout)) as r:
-        if r.status_code != 200:
-            raise PeerError(f'HTTP {r.status_code}：{r.text[:200]}')
-        if not r.headers.get('Content-Type', '').startswith('text/plain'):
-            raise PeerError(f"回答不是 MiniGPT /generate 的纯文本流（Content-Type: {r.headers.get('Content-Type')}）")
-        decoder = codecs.getincrementaldecoder('utf-8')()  # strict: bytes that are not UTF-8 mean a garbled peer
-        for chunk in r.iter_content(chunk_size=None):
-            piece = decoder.decode(chunk)
-            if piece:
-                yield piece
-        decoder.decode(b'', final=True)
-
-
-def stream_openai(peer, prompt, max_new_tokens, temperature, top_k):
-    from openai import OpenAI
-    client = OpenAI(base_url=peer['url'], api_key=api_key(peer) or 'none', timeout=timeout, max_retries=0)
-    question = prompt.rstrip()[:-2].rstrip() if prompt.rstrip().endswith('##') else prompt
-    # top_k is not part of the OpenAI API and strict servers reject unknown fields, so it is not sent
-    stream = client.chat.completions.create(model=peer['model'], messages=[{'role': 'user', 'content': question}],
-                                            max_tokens=max_new_tokens, temperature=temperature, stream=True)
-    try:
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                yield chunk.choices[0].delta.content
-    finally:
-        stream.close()
-
-
-def stream_answer(name, prompt, max_new_tokens, temperature, top_k):
-    """Text pieces of one contestant's answer, whatever kind it is."""
-    if name in MODELS:
-        return stream_local(MODELS[name], prompt, max_new_tokens, temperature, top_k)
-    peer = CONTESTANTS[name]
-    stream = stream_openai if peer['kind'] == 'openai' else stream_minigpt
-    return stream(peer, prompt, max_new_tokens, temperature, top_k)
-
-
-def describe_error(name, err):
-    """A message a user understands, for the pane of the contestant that failed."""
-    import openai
-    import requests
-    url = CONTESTANTS.get(name, {}).get('url', '')
-    if isinstance(err, (requests.Timeout, openai.APITimeoutError)):
-        why = f'{url} 超过 {timeout} 秒没有回应'
-    elif isinstance(err, (requests.ConnectionError, openai.APIConnectionError)):
-        why = f'连不上 {url}（对方没开机、没启动服务，或地址/端口写错了）'
-    elif isinstance(err, openai.APIStatusError):
-        why = f'{url} 返回 HTTP {err.status_code}：{str(err.message)[:200]}'
-    elif isinstance(err, UnicodeDecodeError):
-        why = '回答不是 UTF-8 文本'
-    elif isinstance(err, PeerError):
-        why = str(err)
-    else:
-        why = f'{type(err).__name__}: {str(err)[:200]}'
-    return f'⚠️ {name} 出错：{why}'
+MARK = {'stopped': '（已停止）', 'cut': '（回答超长，已截断）'}  # appended to an answer that ended this way
+STATE_TEXT = {'running': '生成中…', 'done': '完成', 'cut': '超长，已截断', 'stopped': '已停止', 'failed': '出错'}
 
 
 # ----------------------------------------------------------------------------- several answers at once
 CONTESTANTS = {}  # name -> its entry in the peers file; filled at start
 MODELS = {}  # name -> loaded GPT, for the local checkpoints
-PAIR_RNG = random.Random()  # draws battle pairs; seeded at start when --seed is given
+GROUPS = {}  # name -> which model it is underneath (same_model_groups)
+FAILS = {}  # name -> how many of its answers in a row failed
+LEAK_WORDS = []  # contestant names, peers' model ids and --leak_words
+PAIR_RNG = random.Random()  # draws battle pairs and sides; seeded at start when --seed is given
 VOTES_LOCK = threading.Lock()  # one vote line written at a time
+VOTED = set()  # battle ids that have a vote in the votes file
 RUNNING = {}  # (session, tab) -> stop events of the streams in flight there, set by that tab's Stop button
 RUNNING_LOCK = threading.Lock()
-STOPPED = '（已停止）'  # appended to an answer cut short by the Stop button
+
+
+def weight(name):
+    w = CONTESTANTS[name].get('weight', 1)
+    return w * fail_weight if FAILS.get(name, 0) >= fail_streak else w
 
 
 def race(names, prompt, params, key):
-    """Streams all `names` at once, one thread each; yields (texts, seconds, running, failed) as pieces arrive."""
+    """Streams all `names` at once, one thread each; yields (texts, seconds, states) as pieces arrive. A state is
+    running, done, cut (more than asked for), stopped (the Stop button) or failed."""
     n, start = len(names), time.time()
-    texts, secs, running, failed = [''] * n, [0.0] * n, [True] * n, [False] * n
+    texts, secs, states = [''] * n, [0.0] * n, ['running'] * n
     updates, stop = queue.Queue(), threading.Event()
     with RUNNING_LOCK:
         RUNNING.setdefault(key, set()).add(stop)
 
     def work(i):
+        end, extra = 'done', ''
         try:
-            pieces = stream_answer(names[i], prompt, **params)
+            pieces = stream_answer(CONTESTANTS[names[i]], MODELS.get(names[i]), prompt, params, timeout,
+                                   params['max_new_tokens'] * chars_per_token + chars_margin)
             try:
                 for piece in pieces:
-                    updates.put((i, piece, False))
-                    if stop.is_set():
+                    if stop.is_set():  # the worker says "stopped" itself: its end can no longer read as "done"
+                        end = 'stopped'
                         break
+                    updates.put((i, piece, None))
             finally:
                 pieces.close()  # a local model stops computing; an HTTP stream is closed
+        except TooLong:
+            end = 'cut'
         except Exception as err:  # any failure of one contestant stays in its own pane
-            updates.put((i, describe_error(names[i], err), True))
-        updates.put((i, None, False))
+            end, extra = ('stopped', '') if stop.is_set() else ('failed', describe_error(names[i], CONTESTANTS[names[i]], err, timeout))
+        updates.put((i, extra, end))
 
     for i in range(n):
         threading.Thread(target=work, args=(i,), daemon=True).start()
     try:
-        while any(running):
+        while 'running' in states:
             try:
                 items = [updates.get(timeout=0.25)]
             except queue.Empty:  # nothing new: still update the clocks
                 items = []
             while not updates.empty():  # only this loop takes from the queue, so this get never waits
                 items.append(updates.get())
-            now = time.time() - start
-            for i, piece, is_error in items:
-                secs[i] = now
-                if piece is None:
-                    running[i] = False
-                elif is_error:
-                    texts[i], failed[i] = (texts[i] + '\n\n' if texts[i] else '') + piece, True
-                else:
-                    texts[i] += piece
+            secs = [time.time() - start if s == 'running' else t for s, t in zip(states, secs)]
+            for i, text, end in items:
+                if states[i] == 'running':  # a pane marked stopped below takes nothing more
+                    texts[i] += ('\n\n' if end == 'failed' and texts[i] else '') + text + MARK.get(end, '')
+                    states[i] = end or 'running'
             if stop.is_set():  # Stop pressed: do not wait for a silent peer, leave its thread to time out
-                for i in range(n):
-                    if running[i]:
-                        texts[i], running[i] = texts[i] + STOPPED, False
-            secs = [now if running[i] else secs[i] for i in range(n)]
-            yield texts, secs, running, failed
+                texts = [t + MARK['stopped'] if s == 'running' else t for t, s in zip(texts, states)]
+                states = ['stopped' if s == 'running' else s for s in states]
+            yield texts, secs, states
     finally:
         stop.set()
         with RUNNING_LOCK:
             RUNNING[key].discard(stop)
             if not RUNNING[key]:
                 del RUNNING[key]
+        for name, s in zip(names, states):
+            FAILS[name] = FAILS.get(name, 0) + 1 if s == 'failed' else 0 if s in ('done', 'cut') else FAILS.get(name, 0)
 
 
-def stopper(tab):
-    import gradio as gr
-
-    def stop(request: gr.Request):
-        with RUNNING_LOCK:
-            for event in RUNNING.get((request.session_hash, tab), ()):
-                event.set()
-    return stop
+def paced(texts, states):
+    """The battle panes as shown: no more characters than the slower still-running answer has, so speed names no one."""
+    running = [len(t) for t, s in zip(texts, states) if s == 'running']
+    return texts if not running or 'failed' in states else [t[:min(running)] for t in texts]
 
 
-def chat(prompt, text, running):
-    shown = text or ('…' if running else '（没有生成内容）')
-    return [{'role': 'user', 'content': prompt}, {'role': 'assistant', 'content': shown}]
+def leaks(answers, words):
+    """The words (case ignored) that occur in the answers: a contestant named itself or another."""
+    text = '\n'.join(answers).lower()
+    return sorted({w for w in words if len(w) >= 2 and w.lower() in text})
 
 
-def timing(secs, running, failed, text):
-    if failed:
-        return f'用时 {secs:.1f} 秒 · 出错'
-    stopped = not running and text.endswith(STOPPED)
-    state = '生成中…' if running else '已停止' if stopped else '完成'
-    return f'用时 {secs:.1f} 秒 · {len(text) - len(STOPPED) * stopped} 字 · {state}'
+def voted_ids(path):
+    """Battle ids that already have a vote in a votes file (unreadable lines have none)."""
+    if not os.path.exists(path):
+        return set()
+    return {v['battle_id'] for _, v, problem in jsonl_objects(path) if not problem and isinstance(v.get('battle_id'), str)}
 
 
-def check_prompt(prompt):
-    import gradio as gr
-    if not prompt or not prompt.strip():
-        raise gr.Error('请先输入提示词')
+def write_vote(record, path):
+    """Appends one vote unless its battle id already has one; True when written. The file, not the page, decides."""
+    with VOTES_LOCK:
+        if record['battle_id'] in VOTED:
+            return False
+        with open(path, 'a', encoding='utf-8') as f:
+            f.write(json.dumps(record, ensure_ascii=False) + '\n')
+        VOTED.add(record['battle_id'])
+    return True
+
+
+def chat(prompt, text, state):
+    return [{'role': 'user', 'content': prompt},
+            {'role': 'assistant', 'content': text or ('…' if state == 'running' else '（没有生成内容）')}]
+
+
+def timing(secs, state, text, clock=True):
+    chars = '' if state == 'failed' else f'{len(text) - len(MARK.get(state, ""))} 字 · '
+    return (f'用时 {secs:.1f} 秒 · ' if clock else '') + chars + STATE_TEXT[state]
+
+
+def board_view():
+    """(table and notes, win-fraction figure, battle-count figure) of the votes file."""
+    try:
+        board, note = ratings.leaderboard(votes, list(CONTESTANTS), anchor, bootstrap_rounds, min_battles, count_leaked), ''
+    except ValueError as err:  # --anchor has no votes yet: the mean stands in until it has
+        board, note = ratings.leaderboard(votes, list(CONTESTANTS), '', bootstrap_rounds, min_battles, count_leaked), f'（{err}）'
+    note += (f"共 {board['votes']} 票（{votes}），计入 {board['counted']} 票" +
+            (f"；{board['leaked']} 票的回答泄露了模型名字，未计入" if board['leaked'] else '') + '。' +
+            f'\n\n**BT**：Bradley-Terry 评分，由全部计入的票一起拟合，与投票顺序无关（平局算各赢半场，均值 1000）；'
+            f'**95% 区间**：{bootstrap_rounds} 次有放回重抽样投票后 BT 的中间 95%，不足 {min_battles} 场不给区间；'
+            '**排名 (UB)**：1 + 区间下界高于本模型上界的模型数，区间重叠的模型并列；**在线 Elo**：按投票顺序逐票更新（K=4）。')
+    if board['bad']:
+        note += f"\n\n⚠️ 跳过了 {len(board['bad'])} 行有问题的记录：" + '；'.join(board['bad'][:3])
+    return ratings.table(board, min_battles) + '\n\n' + note, *ratings.matrix_figures(board)
 
 
 # ----------------------------------------------------------------------------- the page
@@ -374,52 +204,73 @@ def build_page():
         with open(path, encoding='utf-8', newline='') as f:
             prompts = [[row['prompt']] for row in csv.DictReader(f) if row.get('prompt')]
 
-    def two_panes(prompt, texts, secs, running, failed):
-        return (*(chat(prompt, texts[i], running[i]) for i in range(2)),
-                *(timing(secs[i], running[i], failed[i], texts[i]) for i in range(2)))
+    def refuse(message):  # a message for the page; no traceback in the terminal for a user's slip
+        return gr.Error(message, print_exception=False)
 
-    def params_of(m, t, k):
-        return {'max_new_tokens': int(m), 'temperature': float(t), 'top_k': int(k)}
+    def check_prompt(prompt):
+        if not prompt or not prompt.strip():
+            raise refuse('请先输入提示词')
 
-    def single(name, prompt, m, t, k, request: gr.Request):
+    def params_of(m, t, k, p, pp, fp):
+        return {'max_new_tokens': int(m), 'temperature': float(t), 'top_k': int(k), 'top_p': float(p),
+                'presence_penalty': float(pp), 'frequency_penalty': float(fp)}
+
+    def single(name, prompt, m, t, k, p, pp, fp, request: gr.Request):
         check_prompt(prompt)
-        for texts, secs, running, failed in race([name], prompt, params_of(m, t, k), (request.session_hash, 'single')):
-            yield chat(prompt, texts[0], running[0]), timing(secs[0], running[0], failed[0], texts[0])
+        for texts, secs, states in race([name], prompt, params_of(m, t, k, p, pp, fp), (request.session_hash, 'single')):
+            yield chat(prompt, texts[0], states[0]), timing(secs[0], states[0], texts[0]), prompt
 
-    def side_by_side(name_a, name_b, prompt, m, t, k, request: gr.Request):
+    def side_by_side(name_a, name_b, prompt, m, t, k, p, pp, fp, request: gr.Request):
         check_prompt(prompt)
-        for texts, secs, running, failed in race([name_a, name_b], prompt, params_of(m, t, k), (request.session_hash, 'sbs')):
-            yield two_panes(prompt, texts, secs, running, failed)
+        params = params_of(m, t, k, p, pp, fp)
+        for texts, secs, states in race([name_a, name_b], prompt, params, (request.session_hash, 'sbs')):
+            yield (*(chat(prompt, texts[i], states[i]) for i in range(2)),
+                   *(timing(secs[i], states[i], texts[i]) for i in range(2)), prompt)
 
-    def battle(prompt, m, t, k, request: gr.Request):
+    def battle(prompt, m, t, k, p, pp, fp, request: gr.Request):
         check_prompt(prompt)
-        if len(names) < 2:
-            raise gr.Error('对战需要至少两个模型：在 --peers 文件里再加一个')
-        pair, params = PAIR_RNG.sample(names, 2), params_of(m, t, k)
-        state = {'names': pair, 'prompt': prompt, 'params': params, 'answers': None, 'ok': False, 'voted': False}
-        for texts, secs, running, failed in race(pair, prompt, params, (request.session_hash, 'battle')):
-            done = not any(running)
+        pair, params = draw_pair({n: weight(n) for n in names}, GROUPS, PAIR_RNG), params_of(m, t, k, p, pp, fp)
+        if not pair:
+            raise refuse('对战需要至少两个不同的模型（权重大于 0）：在 --peers 文件里再加一个')
+        for texts, secs, states in race(pair, prompt, params, (request.session_hash, 'battle')):
+            done, failed, shown, found, fight = 'running' not in states, 'failed' in states, paced(texts, states), [], None
+            if not done:
+                note = '两个匿名模型正在作答……（两边按较慢一方的速度显示）'
+            elif failed:
+                note = f'本场有模型出错，不计票（模型 A 是 **{pair[0]}**，模型 B 是 **{pair[1]}**）。点“开始对战”再来一场。'
+            else:
+                found = leaks(texts, LEAK_WORDS)
+                note = '请投票：投票后揭晓双方名字。' + (f"\n\n⚠️ 回答里出现了 {'、'.join(found)}：本场算“泄露”，"
+                                                   '可以投票，但这一票默认不计入排行榜。' if found else '')
             if done:
-                state.update(answers=list(texts), ok=not any(failed))
-            note = ('两个匿名模型正在作答……' if not done else '请投票：投票后揭晓双方名字。' if not any(failed) else
-                    f'本场有模型出错，不计票（模型 A 是 **{pair[0]}**，模型 B 是 **{pair[1]}**）。点“开始对战”再来一场。')
-            buttons = [gr.Button(interactive=done and state['ok'])] * 4
-            yield (*two_panes(prompt, texts, secs, running, failed), note, state, *buttons)
+                fight = {'id': uuid.uuid4().hex, 'names': pair, 'prompt': prompt, 'params': params, 'answers': list(texts),
+                         'secs': list(secs), 'states': list(states), 'leaks': found, 'failed': failed}
+            yield (*(chat(prompt, shown[i], 'running' if not done else states[i]) for i in range(2)),
+                   *(timing(secs[i], 'running' if not done else states[i], shown[i], clock=failed) for i in range(2)),
+                   note, fight, *[gr.Button(interactive=done and not failed)] * 4)
 
     def voter(choice):
-        def vote(state):
-            if not state or not state.get('answers'):
-                raise gr.Error('请先开始一场对战')
-            if state['voted'] or not state['ok']:
-                raise gr.Error('这一场已经投过票了' if state['voted'] else '本场有模型出错，不计票')
-            record = {'time': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'prompt': state['prompt'],
-                      'params': state['params'], 'model_a': state['names'][0], 'model_b': state['names'][1],
-                      'answer_a': state['answers'][0], 'answer_b': state['answers'][1], 'vote': choice}
-            with VOTES_LOCK, open(votes, 'a', encoding='utf-8') as f:
-                f.write(json.dumps(record, ensure_ascii=False) + '\n')
-            state = dict(state, voted=True)
-            reveal = f"你的投票：**{VOTE_TEXT[choice]}**（已记录）。模型 A 是 **{state['names'][0]}**，模型 B 是 **{state['names'][1]}**。"
-            return reveal, leaderboard_markdown(votes, names, bootstrap_rounds), state, *[gr.Button(interactive=False)] * 4
+        def vote(fight):
+            if not fight:
+                raise refuse('请先开始一场对战')
+            if fight['failed']:
+                raise refuse('本场有模型出错，不计票')
+            (a, b), (sa, sb) = fight['names'], fight['secs']
+            record = {'battle_id': fight['id'], 'time': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+                      'prompt': fight['prompt'], 'params': fight['params'], 'model_a': a, 'model_b': b,
+                      'answer_a': fight['answers'][0], 'answer_b': fight['answers'][1], 'vote': choice,
+                      'leaked': bool(fight['leaks']), 'leak_words': fight['leaks'], 'seconds_a': round(sa, 2),
+                      'seconds_b': round(sb, 2), 'over_long': [s for s, st in zip('AB', fight['states']) if st == 'cut'],
+                      'stopped': 'stopped' in fight['states']}
+            if not write_vote(record, votes):
+                raise refuse('这一场已经投过票了')
+            reveal = (f"你的投票：**{VOTE_TEXT[choice]}**（已记录）。模型 A 是 **{a}**（用时 {sa:.1f} 秒），"
+                      f"模型 B 是 **{b}**（用时 {sb:.1f} 秒）。" + ('本场泄露了名字，这一票默认不计入排行榜。' if fight['leaks'] else ''))
+            try:  # the vote is in the file: nothing after this may make the page offer it again
+                board = board_view()[0]
+            except Exception as err:
+                board = f'⚠️ 排行榜暂时算不出来（{type(err).__name__}: {err}）；你的一票已经记下了。'
+            return reveal, board, *[gr.Button(interactive=False)] * 4
         return vote
 
     def prompt_row(tab):
@@ -428,11 +279,12 @@ def build_page():
                          lines=2, elem_id=f'{tab}_prompt')
         with gr.Row():
             send = gr.Button('生成' if tab != 'battle' else '开始对战', variant='primary', elem_id=f'{tab}_send')
+            again = gr.Button('重新生成', elem_id=f'{tab}_again', visible=tab != 'battle')
             stop = gr.Button('停止', variant='stop', elem_id=f'{tab}_stop')
             clear = gr.Button('清空', elem_id=f'{tab}_clear')
         if prompts:
-            gr.Examples(prompts, inputs=[box], label='示例')
-        return box, send, stop, clear
+            gr.Examples(prompts, inputs=[box], label='示例', examples_per_page=len(prompts))
+        return box, send, again, stop, clear
 
     def pane(label, elem_id):
         box = gr.Chatbot(label=label, elem_id=elem_id, height=360, render_markdown=False, buttons=['copy'])
@@ -440,21 +292,26 @@ def build_page():
 
     with gr.Blocks(title='MiniGPT 竞技场', analytics_enabled=False) as page:
         gr.Markdown('# MiniGPT 竞技场\n和模型对话、并排比较、匿名对战投票，看排行榜。续写：直接输入开头；提问：在问题后面加 `##`。')
-        with gr.Accordion('生成参数', open=True):
+        with gr.Accordion('生成参数（发给每个参赛模型）', open=True):
             with gr.Row():
-                max_new = gr.Slider(1, 1024, value=225, step=1, label='max_new_tokens（最多生成的 token 数）')
-                temp = gr.Slider(0.0, 2.0, value=0.1, step=0.05, label='temperature（0 为贪心）')
-                topk = gr.Slider(1, 200, value=20, step=1, label='top_k')
-        knobs = [max_new, temp, topk]
+                knobs = [gr.Slider(1, 1024, value=225, step=1, label='max_new_tokens（最多生成的 token 数）'),
+                         gr.Slider(0.0, 2.0, value=0.1, step=0.05, label='temperature（0 为贪心）'),
+                         gr.Slider(1, 200, value=20, step=1, label='top_k'),
+                         gr.Slider(0.05, 1.0, value=1.0, step=0.05, label='top_p（1 为不限）'),
+                         # 0.5 each: a small model's near-greedy text otherwise loops (the main command measured it)
+                         gr.Slider(-2.0, 2.0, value=0.5, step=0.1, label='presence_penalty（出现过就扣分）'),
+                         gr.Slider(-2.0, 2.0, value=0.5, step=0.1, label='frequency_penalty（按出现次数扣分）')]
         with gr.Tabs():
             with gr.Tab('单模型对话'):
-                pick = gr.Dropdown(names, value=names[0], label='模型')
+                pick, last = gr.Dropdown(names, value=names[0], label='模型'), gr.State('')
                 out, took = pane('回答', 'single_out')
-                box, send, stop, clear = prompt_row('single')
-                gr.on([send.click, box.submit], single, [pick, box, *knobs], [out, took], api_name='single')
+                box, send, again, stop, clear = prompt_row('single')
+                gr.on([send.click, box.submit], single, [pick, box, *knobs], [out, took, last], api_name='single')
+                again.click(single, [pick, last, *knobs], [out, took, last], api_name='regenerate_single')
                 stop.click(stopper('single'), None, None, api_name='stop_single')
                 clear.click(lambda: ('', [], '用时 —'), None, [box, out, took], api_visibility='undocumented')
             with gr.Tab('并排比较'):
+                last = gr.State('')
                 with gr.Row():
                     with gr.Column():
                         pick_a = gr.Dropdown(names, value=names[0], label='左边的模型')
@@ -462,15 +319,16 @@ def build_page():
                     with gr.Column():
                         pick_b = gr.Dropdown(names, value=names[min(1, len(names) - 1)], label='右边的模型')
                         out_b, took_b = pane('右', 'sbs_b')
-                box, send, stop, clear = prompt_row('sbs')
-                gr.on([send.click, box.submit], side_by_side, [pick_a, pick_b, box, *knobs], [out_a, out_b, took_a, took_b],
-                      api_name='side_by_side')
+                box, send, again, stop, clear = prompt_row('sbs')
+                outputs = [out_a, out_b, took_a, took_b, last]
+                gr.on([send.click, box.submit], side_by_side, [pick_a, pick_b, box, *knobs], outputs, api_name='side_by_side')
+                again.click(side_by_side, [pick_a, pick_b, last, *knobs], outputs, api_name='regenerate_side_by_side')
                 stop.click(stopper('sbs'), None, None, api_name='stop_side_by_side')
                 clear.click(lambda: ('', [], [], '用时 —', '用时 —'), None, [box, out_a, out_b, took_a, took_b],
                             api_visibility='undocumented')
             with gr.Tab('匿名对战'):
-                state = gr.State(None)
-                gr.Markdown('随机抽两个不同的模型匿名作答。投票之后才揭晓名字，每场只能投一票。')
+                fight = gr.State(None)
+                gr.Markdown('随机抽两个不同的模型匿名作答，两边按同样的速度显示。投票之后才揭晓名字和用时，每场只能投一票。')
                 with gr.Row():
                     with gr.Column():
                         bat_a, bat_took_a = pane('模型 A', 'battle_a')
@@ -478,22 +336,33 @@ def build_page():
                         bat_b, bat_took_b = pane('模型 B', 'battle_b')
                 reveal = gr.Markdown('', elem_id='battle_reveal')
                 with gr.Row():
-                    vote_buttons = [gr.Button(label, interactive=False, elem_id=f'vote_{c}') for c, label in
-                                    (('A', 'A 更好'), ('B', 'B 更好'), ('tie', '平局'), ('both_bad', '都不好'))]
-                box, send, stop, clear = prompt_row('battle')
+                    vote_buttons = [gr.Button(label, interactive=False, elem_id=f'vote_{c}') for c, label in VOTE_TEXT.items()]
+                box, send, _, stop, clear = prompt_row('battle')
             with gr.Tab('排行榜') as board_tab:
                 board = gr.Markdown(elem_id='leaderboard')
+                with gr.Row():
+                    pictures = [gr.Plot(label='胜率矩阵', elem_id='win_matrix', format='png'),
+                                gr.Plot(label='对战次数', elem_id='count_matrix', format='png')]
                 refresh = gr.Button('刷新')
-        outputs = [bat_a, bat_b, bat_took_a, bat_took_b, reveal, state, *vote_buttons]
+        outputs = [bat_a, bat_b, bat_took_a, bat_took_b, reveal, fight, *vote_buttons]
         gr.on([send.click, box.submit], battle, [box, *knobs], outputs, api_name='battle')
         stop.click(stopper('battle'), None, None, api_name='stop_battle')
         clear.click(lambda: ('', [], [], '用时 —', '用时 —', '', None, *[gr.Button(interactive=False)] * 4), None,
                     [box, *outputs], api_visibility='undocumented')
-        for button, choice in zip(vote_buttons, OUTCOME):
-            button.click(voter(choice), [state], [reveal, board, state, *vote_buttons], api_name=f'vote_{choice}')
-        show_board = lambda: leaderboard_markdown(votes, names, bootstrap_rounds)  # noqa: E731
-        gr.on([refresh.click, board_tab.select, page.load], show_board, None, [board], api_name='leaderboard')
+        for button, choice in zip(vote_buttons, VOTE_TEXT):
+            button.click(voter(choice), [fight], [reveal, board, *vote_buttons], api_name=f'vote_{choice}')
+        gr.on([refresh.click, board_tab.select, page.load], board_view, None, [board, *pictures], api_name='leaderboard')
     return page
+
+
+def stopper(tab):
+    import gradio as gr
+
+    def stop(request: gr.Request):
+        with RUNNING_LOCK:
+            for event in RUNNING.get((request.session_hash, tab), ()):
+                event.set()
+    return stop
 
 
 if __name__ == '__main__':
@@ -502,12 +371,19 @@ if __name__ == '__main__':
     os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
     entries = load_peers(peers) if os.path.exists(peers) or peers != 'peers.json' else default_peers()
     CONTESTANTS.update((e['name'], e) for e in entries)
+    GROUPS.update(same_model_groups(entries))
     MODELS.update(load_models(entries, device))
     PAIR_RNG.seed(None if seed < 0 else seed)
+    VOTED.update(voted_ids(votes))
+    LEAK_WORDS.extend({*CONTESTANTS, *(e['model'] for e in entries if e.get('model')), *filter(None, leak_words.split(','))})
     for e in entries:
         kind = f"local checkpoint {e['checkpoint']}" if 'checkpoint' in e else f"{e['kind']} peer {e['url']}"
-        print(f"contestant {e['name']!r}: {kind}")
-    print(f'votes: {os.path.abspath(votes)}  page: http://{host}:{port}')
+        same = [n for n in GROUPS if GROUPS[n] == GROUPS[e['name']] and n != e['name']]
+        print(f"contestant {e['name']!r}: {kind}, weight {e.get('weight', 1)}" + (f'; same model as {same}: never paired' if same else ''))
+        if not same and MODELS and GROUPS[e['name']].startswith('server localhost'):
+            print(f"  note: {e['name']!r} is a server on this machine; if it serves one of the local checkpoints, add "
+                  '"same_as": "<that contestant>" to it, or battles will pit the model against itself')
+    print(f'votes: {os.path.abspath(votes)} ({len(VOTED)} battles voted)  page: http://{host}:{port}')
     # system fonts only: the default theme would fetch Google Fonts, which an offline classroom cannot reach
     import gradio as gr
     theme = gr.themes.Default(font=['system-ui', 'sans-serif'], font_mono=['monospace'])

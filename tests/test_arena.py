@@ -1,66 +1,113 @@
 """
 The arena started for real (sample_gradio.py as a subprocess on a free loopback port), driven with
-gradio_client and with a headless Chromium. Contestants: the tiny checkpoint twice, server.py serving
-it (as a MiniGPT peer and as an OpenAI-compatible peer), a closed port, a peer that answers HTML and
-a peer that never answers in time.
+gradio_client and with a headless Chromium. Contestants: the tiny checkpoint twice (one model: never
+paired), server.py serving it (as a MiniGPT peer and as an OpenAI-compatible peer), a peer that streams
+slowly, and peers that misbehave: a closed port, HTML, silence before and in the middle of an answer, a
+flood. Below them, the plain functions of contestants.py and the page: the peers file, who may meet whom,
+pacing, leaks, one vote per battle.
 """
+import csv
 import json
 import os
+import random
 import shutil
 import subprocess
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import sample_gradio
 from conftest import PYTHON, ROOT, free_port, serving
+from contestants import TooLong, capped, default_peers, draw_pair, load_peers, same_model_groups
+
+# top_p and the penalties off: the page's defaults penalise repeats, which would change what the tiny models recite
+OFF = (1.0, 0.0, 0.0)
 
 PROMPT, ANSWER = '北京是中国的', '首都。北京有很多名胜古迹。'
+TICK, TICKS = '滴答。', 8  # the slow peer's answer: TICKS pieces, TICK_PAUSE apart
+TICK_PAUSE = 0.25
 ENV = dict(os.environ, PYTHONUNBUFFERED='1', GRADIO_ANALYTICS_ENABLED='False', HF_HUB_OFFLINE='1', HF_HUB_DISABLE_TELEMETRY='1')
+BODIES = {}  # path -> the last JSON body a test peer received
 
 
 class OddPeer(BaseHTTPRequestHandler):
-    """Peers that misbehave: /garbage answers an HTML page, /slow stays silent longer than the arena waits."""
+    """Test peers by path: /tick streams slowly; /garbage answers HTML (also as /garbage/v1), /slow stays silent
+    longer than the arena waits, /mute sends one piece and then nothing, /flood sends a million characters."""
+    protocol_version = 'HTTP/1.1'  # chunked bodies, as server.py streams them
+
     def do_POST(self):
-        if self.path.startswith('/slow'):
-            time.sleep(8)
-        body = b'<html><body>404 page</body></html>'
+        BODIES[self.path] = json.loads(self.rfile.read(int(self.headers.get('Content-Length', 0))) or b'{}')
+        try:
+            if self.path.startswith('/tick'):
+                self.chunked([TICK] * TICKS, TICK_PAUSE)
+            elif self.path.startswith('/mute'):
+                self.chunked(['我想想'], 8)
+            elif self.path.startswith('/flood'):
+                self.chunked(['啊' * 10_000] * 100, 0)
+            else:
+                if self.path.startswith('/slow'):
+                    time.sleep(8)
+                body = b'<html><body>404 page</body></html>'
+                self.send_response(200)
+                self.send_header('Content-Type', 'text/html')
+                self.send_header('Content-Length', str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the arena gave up or was stopped: as it should
+            pass
+
+    def chunked(self, pieces, pause):
         self.send_response(200)
-        self.send_header('Content-Type', 'text/html')
-        self.send_header('Content-Length', str(len(body)))
+        self.send_header('Content-Type', 'text/plain; charset=utf-8')
+        self.send_header('Transfer-Encoding', 'chunked')
         self.end_headers()
-        self.wfile.write(body)
+        for piece in pieces:
+            data = piece.encode()
+            self.wfile.write(b'%x\r\n%s\r\n' % (len(data), data))
+            self.wfile.flush()
+            time.sleep(pause)
+        self.wfile.write(b'0\r\n\r\n')
 
     def log_message(self, *args):
         pass
 
 
 @pytest.fixture(scope='module')
-def arena(tiny_checkpoint, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('arena')
+def odd_peer():
     odd = ThreadingHTTPServer(('127.0.0.1', 0), OddPeer)
     threading.Thread(target=odd.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{odd.server_port}'
+    odd.shutdown()
+    odd.server_close()
+
+
+@pytest.fixture(scope='module')
+def arena(tiny_checkpoint, odd_peer, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('arena')
     api_port, port, closed = free_port(), free_port(), free_port()
+    # weight 0: never in battles, so every battle is one of the two local names against the slow peer
     peers = [{'name': '本地甲', 'checkpoint': tiny_checkpoint},
              {'name': '本地乙', 'checkpoint': tiny_checkpoint},
-             {'name': '离线同学', 'url': f'http://127.0.0.1:{closed}'},
-             {'name': '乱码同学', 'url': f'http://127.0.0.1:{odd.server_port}/garbage'},
-             {'name': '慢同学', 'url': f'http://127.0.0.1:{odd.server_port}/slow'},
-             {'name': 'API 同学', 'url': f'http://127.0.0.1:{api_port}'},
-             {'name': 'API 同学 (openai)', 'url': f'http://127.0.0.1:{api_port}/v1', 'kind': 'openai', 'model': 'tiny'}]
+             {'name': '滴答同学', 'url': f'{odd_peer}/tick'},
+             {'name': '离线同学', 'url': f'http://127.0.0.1:{closed}', 'weight': 0},
+             {'name': '乱码同学', 'url': f'{odd_peer}/garbage', 'weight': 0},
+             {'name': '网页同学', 'url': f'{odd_peer}/garbage/v1', 'kind': 'openai', 'model': 'x', 'weight': 0},
+             {'name': '慢同学', 'url': f'{odd_peer}/slow', 'weight': 0},
+             {'name': '哑巴同学', 'url': f'{odd_peer}/mute', 'weight': 0},
+             {'name': '话痨同学', 'url': f'{odd_peer}/flood', 'weight': 0},
+             {'name': 'API 同学', 'url': f'http://127.0.0.1:{api_port}', 'weight': 0},
+             {'name': 'API 同学 (openai)', 'url': f'http://127.0.0.1:{api_port}/v1', 'kind': 'openai', 'model': 'tiny', 'weight': 0}]
     (tmp / 'peers.json').write_text(json.dumps(peers, ensure_ascii=False), encoding='utf-8')
-    votes = tmp / 'votes.jsonl'
-    try:
-        with serving(['server.py', f'--models=tiny={tiny_checkpoint}', '--host=127.0.0.1', f'--port={api_port}'],
-                     f'http://127.0.0.1:{api_port}/health', tmp / 'server.log', ENV), \
-             serving(['sample_gradio.py', f"--peers={tmp / 'peers.json'}", f'--votes={votes}', '--host=127.0.0.1',
-                      f'--port={port}', '--seed=4', '--timeout=5', '--bootstrap_rounds=50'],
-                     f'http://127.0.0.1:{port}/', tmp / 'arena.log', ENV):
-            yield {'url': f'http://127.0.0.1:{port}/', 'votes': votes, 'closed': closed, 'odd': odd.server_port}
-    finally:
-        odd.shutdown()
-        odd.server_close()
+    votes, log = tmp / 'votes.jsonl', tmp / 'arena.log'
+    with serving(['server.py', f'--models=tiny={tiny_checkpoint}', '--host=127.0.0.1', f'--port={api_port}'],
+                 f'http://127.0.0.1:{api_port}/health', tmp / 'server.log', ENV), \
+         serving(['sample_gradio.py', f"--peers={tmp / 'peers.json'}", f'--votes={votes}', '--host=127.0.0.1',
+                  f'--port={port}', '--seed=4', '--timeout=5', '--bootstrap_rounds=50', '--leak_words=名胜古迹'],
+                 f'http://127.0.0.1:{port}/', log, ENV):
+        yield {'url': f'http://127.0.0.1:{port}/', 'votes': votes, 'closed': closed, 'odd': odd_peer, 'log': log}
 
 
 @pytest.fixture(scope='module')
@@ -71,71 +118,125 @@ def client(arena):
 
 def answer(chat):
     content = chat[-1]['content']
-    return content if isinstance(content, str) else ''.join(part['text'] for part in content)
+    text = content if isinstance(content, str) else ''.join(part['text'] for part in content)
+    return '' if text == '…' else text
 
 
-def test_single_model_streams_from_local_and_server_peers(client):
+# ----------------------------------------------------------------------------- the arena, live
+def test_single_model_streams_from_local_and_server_peers_and_regenerates(client):
     for name in ('本地甲', 'API 同学'):
-        job = client.submit(name, PROMPT, 40, 0, 20, api_name='/single')
+        job = client.submit(name, PROMPT, 40, 0, 20, *OFF, api_name='/single')
         chat, took = job.result(timeout=60)
         assert answer(chat) == ANSWER and chat[0]['content'][0]['text'] == PROMPT
         assert took.startswith('用时 ') and took.endswith(f'{len(ANSWER)} 字 · 完成')
         texts = [answer(out[0]) for out in job.outputs()]
-        assert all(ANSWER.startswith(t) for t in texts if t != '…'), texts  # the pane only ever grows
+        assert all(ANSWER.startswith(t) for t in texts), texts  # the pane only ever grows
+    chat, took = client.predict('本地甲', 40, 0, 20, *OFF, api_name='/regenerate_single')  # the last prompt again
+    assert chat[0]['content'][0]['text'] == PROMPT and answer(chat) == ANSWER and took.endswith('完成')
     # an OpenAI-compatible peer gets the prompt as a chat message; the tiny model's reply to that is
     # unpredictable, but it must arrive without an error
-    chat, took = client.predict('API 同学 (openai)', '北京是哪个国家的首都？##', 20, 0, 20, api_name='/single')
+    chat, took = client.predict('API 同学 (openai)', '北京是哪个国家的首都？##', 20, 0, 20, *OFF, api_name='/single')
     assert '⚠️' not in answer(chat) and took.endswith('完成'), (answer(chat), took)
+    client.predict('本地乙', '滴答同学', '熊猫是中国的', 40, 0, 20, *OFF, api_name='/side_by_side')
+    chat_a, chat_b, took_a, took_b = client.predict('本地乙', '滴答同学', 40, 0, 20, *OFF, api_name='/regenerate_side_by_side')
+    assert (answer(chat_a), answer(chat_b)) == ('国宝。熊猫喜欢吃竹子。', TICK * TICKS) and chat_b[0]['content'][0]['text'] == '熊猫是中国的'
+
+
+def test_sampling_controls_reach_every_kind_of_contestant(client):
+    import inspect
+
+    import engine
+    client.predict('滴答同学', '网页同学', PROMPT, 30, 0.7, 11, 0.9, 0.5, 0.25, api_name='/side_by_side')
+    assert BODIES['/tick/generate'] == {'prompt': PROMPT, 'max_new_tokens': 30, 'temperature': 0.7, 'top_k': 11, 'top_p': 0.9,
+                                        'presence_penalty': 0.5, 'frequency_penalty': 0.25}
+    assert BODIES['/garbage/v1/chat/completions'] == {
+        'model': 'x', 'messages': [{'role': 'user', 'content': PROMPT}], 'stream': True, 'max_tokens': 30,
+        'temperature': 0.7, 'top_p': 0.9, 'presence_penalty': 0.5, 'frequency_penalty': 0.25}  # no top_k: not OpenAI's
+    chat, took = client.predict('本地甲', PROMPT, 40, 0, 20, 0.9, 0.5, 0.25, api_name='/single')
+    if {'top_p', 'presence_penalty', 'frequency_penalty'} <= set(inspect.signature(engine.generate_ids).parameters):
+        assert took.endswith('完成') and '⚠️' not in answer(chat), answer(chat)
+    chat, took = client.predict('本地甲', PROMPT, 40, 0, 20, 1.0, 0.0, 0.0, api_name='/single')  # off: works either way
+    assert answer(chat) == ANSWER
 
 
 def test_broken_peers_show_a_message_and_the_other_pane_still_works(client, arena):
     expect = {'离线同学': f"连不上 http://127.0.0.1:{arena['closed']}",
               '乱码同学': '回答不是 MiniGPT /generate 的纯文本流（Content-Type: text/html）',
-              '慢同学': f"http://127.0.0.1:{arena['odd']}/slow 超过 5 秒没有回应"}
+              '网页同学': '回答不是 OpenAI 的流式回答（Content-Type: text/html）',
+              '慢同学': f"{arena['odd']}/slow 超过 5 秒没有回应",
+              '哑巴同学': f"{arena['odd']}/mute 超过 5 秒没有回应"}  # accepted, one piece, then silence: not "连不上"
     for name, message in expect.items():
-        chat_a, chat_b, took_a, took_b = client.predict('本地乙', name, PROMPT, 40, 0, 20, api_name='/side_by_side')
+        chat_a, chat_b, took_a, took_b = client.predict('本地乙', name, PROMPT, 40, 0, 20, *OFF, api_name='/side_by_side')
         assert answer(chat_a) == ANSWER and took_a.endswith('完成')
-        assert answer(chat_b).startswith(f'⚠️ {name} 出错：') and message in answer(chat_b) and took_b.endswith('出错'), answer(chat_b)
+        assert answer(chat_b).startswith(f'⚠️ {name} 出错：') or answer(chat_b).startswith('我想想\n\n⚠️'), answer(chat_b)
+        assert message in answer(chat_b) and took_b.endswith('出错'), answer(chat_b)
+    # a million characters for 40 tokens: cut at 40 * 8 + 100 and marked
+    chat_a, chat_b, took_a, took_b = client.predict('本地乙', '话痨同学', PROMPT, 40, 0, 20, *OFF, api_name='/side_by_side')
+    assert answer(chat_b) == '啊' * 420 + '（回答超长，已截断）' and took_b.endswith('420 字 · 超长，已截断'), took_b
     from gradio_client.exceptions import AppError
     with pytest.raises(AppError, match='请先输入提示词'):
-        client.predict('本地甲', '   ', 40, 0, 20, api_name='/single')
+        client.predict('本地甲', '   ', 40, 0, 20, *OFF, api_name='/single')
+    time.sleep(0.5)
+    assert 'Traceback' not in arena['log'].read_text(encoding='utf-8')  # a user's slip is not a crash in the terminal
 
 
-def test_battle_hides_names_until_one_vote_which_moves_the_leaderboard(client, arena):
+def test_battle_is_paced_blind_and_voted_once(client, arena):
     from gradio_client.exceptions import AppError
-    board = client.predict(api_name='/leaderboard')
-    assert '共 0 票' in board and '| 本地甲 | 1000.0 |' in board
-    for _ in range(20):  # pairs are random (seeded): play until one has no broken contestant
-        chat_a, chat_b, took_a, took_b, note = client.predict(PROMPT, 40, 0, 20, api_name='/battle')
-        if note.startswith('本场有模型出错'):  # not counted, so the names may show
-            assert '⚠️' in answer(chat_a) + answer(chat_b) and '模型 A 是 **' in note
-            with pytest.raises(AppError, match='不计票'):
-                client.predict(api_name='/vote_A')
-            continue
-        assert note == '请投票：投票后揭晓双方名字。'  # names stay hidden until the vote
-        break
-    else:
-        pytest.fail('no battle between two working contestants in 20 draws')
-    reveal, board, = client.predict(api_name='/vote_A')[:2]
+    board = client.predict(api_name='/leaderboard')[0]
+    assert '共 0 票' in board and '| — | 本地甲 | — | 数据不足（0 < 10 场） | 1000.0 | 0 |' in board
+    job = client.submit(PROMPT, 40, 0, 20, *OFF, api_name='/battle')
+    chat_a, chat_b, took_a, took_b, note = job.result(timeout=60)
+    finals = answer(chat_a), answer(chat_b)
+    assert sorted(finals) == sorted([ANSWER, TICK * TICKS])  # one of the local names against the slow peer, never each other
+    # equal pacing: while both stream, neither pane shows more than one piece beyond the other, so speed names no one
+    running = [out for out in job.outputs() if out[4].startswith('两个匿名模型正在作答')]
+    assert len(running) >= TICKS - 2
+    for out in running:
+        shown = answer(out[0]), answer(out[1])
+        short, long = sorted(range(2), key=lambda i: len(shown[i]))
+        assert len(shown[long]) - len(shown[short]) <= len(TICK) or shown[short] == finals[short], shown
+        assert finals[0].startswith(shown[0]) and finals[1].startswith(shown[1])
+        assert '秒' not in out[2] + out[3]  # no clock before the vote
+    assert '秒' not in took_a + took_b and took_a.endswith('完成')
+    assert note.startswith('请投票：投票后揭晓双方名字。') and '回答里出现了 名胜古迹' in note  # the leak word
+    reveal, board = client.predict(api_name='/vote_A')[:2]
     lines = arena['votes'].read_text(encoding='utf-8').splitlines()
     assert len(lines) == 1
     vote = json.loads(lines[0])
-    assert vote['vote'] == 'A' and vote['prompt'] == PROMPT and vote['model_a'] != vote['model_b']
-    assert vote['params'] == {'max_new_tokens': 40, 'temperature': 0.0, 'top_k': 20}
-    assert vote['answer_a'] == answer(chat_a) and vote['answer_b'] == answer(chat_b) and vote['time'].endswith('+00:00')
-    assert ANSWER in (vote['answer_a'], vote['answer_b'])
-    assert f"模型 A 是 **{vote['model_a']}**，模型 B 是 **{vote['model_b']}**" in reveal
-    assert '共 1 票' in board
-    assert f"| 1 | {vote['model_a']} | 1002.0 | 1002.0 ~ 1002.0 | 1 | 1 / 0 / 0 | 100% |" in board
-    assert f"| {vote['model_b']} | 998.0 | 998.0 ~ 998.0 | 1 | 0 / 0 / 1 | 0% |" in board
-    with pytest.raises(AppError, match='已经投过票'):
-        client.predict(api_name='/vote_B')
+    assert len(vote['battle_id']) == 32 and vote['vote'] == 'A' and vote['prompt'] == PROMPT
+    assert vote['leaked'] is True and vote['leak_words'] == ['名胜古迹'] and vote['over_long'] == [] and not vote['stopped']
+    assert vote['params'] == {'max_new_tokens': 40, 'temperature': 0.0, 'top_k': 20, 'top_p': 1.0, 'presence_penalty': 0.0,
+                              'frequency_penalty': 0.0}
+    assert (vote['answer_a'], vote['answer_b']) == finals and vote['time'].endswith('+00:00')
+    assert '滴答同学' in (vote['model_a'], vote['model_b']) and vote['seconds_a'] > 0 and vote['seconds_b'] > 0
+    assert f"模型 A 是 **{vote['model_a']}**（用时 {vote['seconds_a']:.1f} 秒）" in reveal and '不计入排行榜' in reveal
+    assert '共 1 票' in board and '计入 0 票；1 票的回答泄露了模型名字，未计入' in board
+    for replay in ('/vote_A', '/vote_B'):  # the same battle id again: refused by the votes file, not only the page
+        with pytest.raises(AppError, match='已经投过票'):
+            client.predict(api_name=replay)
     assert len(arena['votes'].read_text(encoding='utf-8').splitlines()) == 1
-    assert '共 1 票' in client.predict(api_name='/leaderboard')
+    # malformed lines in the votes file (issue 10: they broke the board after the vote was written, and each
+    # further click wrote the vote again) are listed and skipped; a battle without leaks counts, once
+    with open(arena['votes'], 'a', encoding='utf-8') as f:
+        f.write('{"model_a": 5, "model_b": "x", "vote": "A"}\n{"model_a": null, "model_b": "x", "vote": "A"}\n'
+                '{"model_a": ["x"], "model_b": "x", "vote": "A"}\n')
+    chat_a, chat_b, took_a, took_b, note = client.predict('熊猫是中国的', 40, 0, 20, *OFF, api_name='/battle')
+    assert note == '请投票：投票后揭晓双方名字。'
+    board = client.predict(api_name='/vote_tie')[1]
+    with pytest.raises(AppError, match='已经投过票'):
+        client.predict(api_name='/vote_tie')
+    lines = arena['votes'].read_text(encoding='utf-8').splitlines()
+    vote = json.loads(lines[-1])
+    assert len(lines) == 5 and vote['leaked'] is False and vote['vote'] == 'tie' and '滴答同学' in (vote['model_a'], vote['model_b'])
+    assert '计入 1 票' in board and '跳过了 3 行有问题的记录' in board and ':2 ("model_a" must be a non-empty string, got 5)' in board
+    for name in (vote['model_a'], vote['model_b']):  # not enough battles for an interval yet
+        assert f'| — | {name} | 1000.0 | 数据不足（1 < 10 场） | 1000.0 | 1 | 0 / 1 / 0 | 0% |' in board
+    board, win, count = client.predict(api_name='/leaderboard')
+    assert '计入 1 票' in board and win and count
 
 
 def test_stop_ends_a_stream_that_is_waiting_on_a_silent_peer(client):
-    job = client.submit('慢同学', PROMPT, 40, 0, 20, api_name='/single')
+    job = client.submit('慢同学', PROMPT, 40, 0, 20, *OFF, api_name='/single')
     for _ in range(200):  # the stream has started once its first (empty) update arrived
         if job.outputs():
             break
@@ -145,27 +246,159 @@ def test_stop_ends_a_stream_that_is_waiting_on_a_silent_peer(client):
     assert answer(chat) == '（已停止）' and took.endswith('0 字 · 已停止'), (answer(chat), took)  # not the 5 s timeout message
 
 
+def test_stop_on_a_streaming_answer_always_reads_stopped(client):
+    for _ in range(3):  # the worker and the page loop race to notice Stop: every press must read 已停止
+        job = client.submit('滴答同学', PROMPT, 40, 0, 20, *OFF, api_name='/single')
+        while not any(answer(out[0]) for out in job.outputs()):
+            time.sleep(0.02)
+        client.predict(api_name='/stop_single')
+        chat, took = job.result(timeout=60)
+        assert answer(chat).endswith('（已停止）') and took.endswith('已停止') and answer(chat) != TICK * TICKS, (answer(chat), took)
+
+
 def test_bad_peers_file_stops_the_arena_at_start(tmp_path):
     path = tmp_path / 'peers.json'
-    path.write_text(json.dumps([{'name': '甲', 'checkpoint': 'out/sft'}, {'name': '乙', 'adress': 'http://x'}], ensure_ascii=False),
-                    encoding='utf-8')
+    path.write_text(json.dumps([{'name': '甲', 'checkpoint': 5}], ensure_ascii=False), encoding='utf-8')
     proc = subprocess.run([PYTHON, 'sample_gradio.py', f'--peers={path}', f'--port={free_port()}'], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0
-    assert f"{path}: entry 2 ('乙'): unknown key(s) ['adress']" in proc.stderr
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert f"{path}: entry 1 ('甲'): \"checkpoint\" must be a non-empty string, got 5" in proc.stderr
 
 
+# ----------------------------------------------------------------------------- the plain functions
+@pytest.mark.parametrize('entries, message', [
+    ([{'name': 'a', 'url': 'http://h:5000', 'modle': 'x'}], "entry 1 ('a'): unknown key(s) ['modle']"),
+    ([{'name': 'a', 'checkpoint': 'out/sft'}, {'url': 'http://h:5000'}], 'entry 2: needs a non-empty "name"'),
+    ([{'name': 'b'}], "entry 1 ('b'): needs \"url\""),
+    ([{'name': 'c', 'url': 'h:5000'}], "entry 1 ('c'): needs \"url\""),
+    ([{'name': 'd', 'url': 'http://h:1234/v1', 'kind': 'openai'}], 'an openai peer needs "model"'),
+    ([{'name': 'e', 'url': 'http://h:5000', 'kind': 'ollama'}], '"kind" must be one of'),
+    ([{'name': 'e', 'url': 'http://h:5000', 'kind': ['openai']}], '"kind" must be one of'),
+    ([{'name': 'f', 'checkpoint': 'out/sft', 'url': 'http://h:5000'}], "unknown key(s) ['url']"),
+    ([{'name': 'g', 'checkpoint': 'a'}, {'name': 'g', 'checkpoint': 'b'}], "entry 2 ('g'): the name 'g' is used twice"),
+    ([{'name': 'h', 'checkpoint': 5}], "entry 1 ('h'): \"checkpoint\" must be a non-empty string, got 5"),
+    ([{'name': 'i', 'checkpoint': None}], '"checkpoint" must be a non-empty string, got None'),
+    ([{'name': 'j', 'url': 'http://h:5000', 'model': 3}], '"model" must be a non-empty string, got 3'),
+    ([{'name': 'k', 'url': 'http://h:5000', 'weight': -1}], '"weight" must be a number >= 0'),
+    ([{'name': 'k', 'url': 'http://h:5000', 'weight': 'often'}], '"weight" must be a number >= 0'),
+    ([{'name': 'l', 'url': 'http://h:5000', 'same_as': 'nobody'}], '"same_as" must name other contestants'),
+    ([{'name': 'm', 'checkpoint': 'a', 'same_as': ['m']}], '"same_as" must name other contestants'),
+    ([{'name': 5, 'checkpoint': 'a'}], 'needs a non-empty "name"'),
+    (['x'], "entry 1: expected an object, got 'x'"),
+    ({'name': 'h'}, 'expected a non-empty JSON list'),
+])
+def test_peers_file_errors_name_the_entry(tmp_path, entries, message):
+    path = tmp_path / 'peers.json'
+    path.write_text(json.dumps(entries), encoding='utf-8')
+    with pytest.raises(SystemExit) as err:
+        load_peers(str(path))
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_peers_file_encodings_and_the_three_kinds(tmp_path):
+    entries = [{'name': '本地', 'checkpoint': 'out/sft', 'weight': 2}, {'name': '张三的模型', 'url': 'http://192.168.1.20:5000'},
+               {'name': 'qwen', 'url': 'http://127.0.0.1:1234/v1', 'kind': 'openai', 'model': 'qwen2-7b-instruct',
+                'api_key_env': 'LMSTUDIO_KEY', 'same_as': ['张三的模型'], 'weight': 0.5}]
+    path = tmp_path / 'peers.json'
+    path.write_bytes(b'\xef\xbb\xbf' + json.dumps(entries, ensure_ascii=False).encode('utf-8'))  # Notepad's BOM is fine
+    assert [e.get('kind') for e in load_peers(str(path))] == [None, 'minigpt', 'openai']
+    path.write_bytes(json.dumps(entries, ensure_ascii=False).encode('gbk'))  # saved as GBK by a Chinese Windows editor
+    with pytest.raises(SystemExit, match=f'{path}: not UTF-8 \\(byte 11'):
+        load_peers(str(path))
+    path.write_text('[{"name": "x",}]', encoding='utf-8')
+    with pytest.raises(SystemExit, match='not valid JSON'):
+        load_peers(str(path))
+    with open(os.path.join(ROOT, 'peers.example.json'), encoding='utf-8') as f:
+        assert len(load_peers(f.name)) == len(json.load(f))
+
+
+def test_without_peers_json_the_local_checkpoints_are_used(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match='no peers.json and no out/sft or out/pretrain checkpoint'):
+        default_peers()
+    (tmp_path / 'out' / 'pretrain').mkdir(parents=True)
+    (tmp_path / 'out' / 'pretrain' / 'ckpt.pt').write_bytes(b'')
+    assert default_peers() == [{'name': 'pretrain (本地)', 'checkpoint': 'out/pretrain'}]
+    assert "peers.json not found: using the local checkpoints ['out/pretrain']" in capsys.readouterr().out
+
+
+def test_the_same_model_under_two_names_is_one_group(tmp_path, monkeypatch):
+    (tmp_path / 'out' / 'sft').mkdir(parents=True)
+    (tmp_path / 'out' / 'sft' / 'ckpt.pt').write_bytes(b'')
+    os.symlink(tmp_path / 'out' / 'sft', tmp_path / 'link')
+    monkeypatch.chdir(tmp_path)
+    entries = [{'name': 'a', 'checkpoint': 'out/sft'}, {'name': 'b', 'checkpoint': str(tmp_path / 'link' / 'ckpt.pt')},
+               {'name': 'c', 'url': 'http://127.0.0.1:5000/', 'kind': 'minigpt', 'model': 'sft'},
+               {'name': 'd', 'url': 'http://localhost:5000/v1', 'kind': 'openai', 'model': 'sft'},
+               {'name': 'e', 'url': 'http://192.168.1.5:5000', 'kind': 'minigpt', 'model': 'sft'},
+               {'name': 'f', 'url': 'http://127.0.0.1:5000', 'kind': 'minigpt', 'model': 'pretrain'},
+               {'name': 'g', 'url': 'http://192.168.1.6:5000', 'kind': 'minigpt', 'model': 'sft', 'same_as': 'a'},
+               {'name': 'h', 'checkpoint': 'out/pretrain'}]
+    groups = same_model_groups(entries, local={'192.168.1.5', 'localhost'})  # this machine's LAN address is .5
+    assert groups['a'] == groups['b'] == groups['g']  # one checkpoint file, and "same_as"
+    assert groups['c'] == groups['d'] == groups['e']  # one server under three names, /generate and /v1
+    assert len({groups['a'], groups['c'], groups['f'], groups['h']}) == 4
+
+
+def test_pairs_are_drawn_by_weight_never_within_a_group_and_sides_at_random():
+    rng = random.Random(0)
+    weights = {'a': 1, 'a2': 1, 'b': 2, 'c': 1, 'never': 0}
+    groups = {'a': 'A', 'a2': 'A', 'b': 'B', 'c': 'C', 'never': 'N'}
+    draws = [draw_pair(weights, groups, rng) for _ in range(20_000)]
+    pairs = Counter(frozenset(d) for d in draws)
+    assert frozenset({'a', 'a2'}) not in pairs and not any('never' in d for d in draws)
+    # pair odds = product of weights: a-b 2, a2-b 2, b-c 2, a-c 1, a2-c 1 (of 8)
+    for pair, share in (({'a', 'b'}, 2 / 8), ({'b', 'c'}, 2 / 8), ({'a', 'c'}, 1 / 8)):
+        assert pairs[frozenset(pair)] / len(draws) == pytest.approx(share, abs=0.015)
+    assert sum(d[0] == 'b' for d in draws) / sum('b' in d for d in draws) == pytest.approx(0.5, abs=0.02)
+    assert draw_pair({'a': 1, 'a2': 1}, {'a': 'A', 'a2': 'A'}, rng) is None
+
+
+def test_a_contestant_that_keeps_failing_is_drawn_less_until_it_answers(monkeypatch):
+    monkeypatch.setattr(sample_gradio, 'CONTESTANTS', {'x': {'name': 'x', 'weight': 2}, 'y': {'name': 'y'}})
+    monkeypatch.setattr(sample_gradio, 'FAILS', {'x': 2, 'y': 3})
+    assert sample_gradio.weight('x') == 2 and sample_gradio.weight('y') == pytest.approx(0.1)
+
+
+def test_pacing_leaks_and_the_cap():
+    assert sample_gradio.paced(['abcdef', 'ab'], ['running', 'running']) == ['ab', 'ab']
+    assert sample_gradio.paced(['abcdef', 'abc'], ['done', 'running']) == ['abc', 'abc']  # done early: still paced
+    assert sample_gradio.paced(['ab', 'abcdef'], ['done', 'running']) == ['ab', 'abcdef']
+    assert sample_gradio.paced(['abcdef', 'ab'], ['done', 'done']) == ['abcdef', 'ab']
+    assert sample_gradio.paced(['abcdef', '⚠️'], ['running', 'failed']) == ['abcdef', '⚠️']
+    words = ['Qwen', '张三的模型', 'x']
+    assert sample_gradio.leaks(['我是 QWEN 模型', '你好'], words) == ['Qwen']
+    assert sample_gradio.leaks(['x 是未知数'], words) == []  # one-letter words would mark everything
+    pieces = capped((p for p in ['啊' * 10] * 5), 25)
+    assert next(pieces) + next(pieces) + next(pieces) == '啊' * 25
+    with pytest.raises(TooLong):
+        next(pieces)
+
+
+def test_a_battle_id_is_written_once(tmp_path, monkeypatch):
+    path = tmp_path / 'votes.jsonl'
+    path.write_text('{"battle_id": "old", "model_a": "x", "model_b": "y", "vote": "A"}\nnot json\n', encoding='utf-8')
+    monkeypatch.setattr(sample_gradio, 'VOTED', sample_gradio.voted_ids(str(path)))
+    assert sample_gradio.VOTED == {'old'}
+    assert not sample_gradio.write_vote({'battle_id': 'old', 'vote': 'B'}, str(path))  # voted before a restart
+    assert sample_gradio.write_vote({'battle_id': 'new', 'vote': 'A'}, str(path))
+    assert not sample_gradio.write_vote({'battle_id': 'new', 'vote': 'B'}, str(path))
+    assert path.read_text(encoding='utf-8').count('"battle_id"') == 2
+
+
+# ----------------------------------------------------------------------------- in a real browser
 CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
+FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+         '--disable-sync', '--no-first-run', '--disable-dev-shm-usage']
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get('CI'), reason='Debian chromium not installed')
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get('CI'), reason='Debian chromium not installed')
+@needs_chromium
 def test_browser_sees_both_panes_stream(arena, tmp_path):
     from playwright.sync_api import sync_playwright
-    flags = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-             '--disable-sync', '--no-first-run', '--disable-dev-shm-usage']
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(str(tmp_path / 'profile'), executable_path=CHROMIUM, headless=True,
-                                                       args=flags, viewport={'width': 1280, 'height': 1100})
+                                                       args=FLAGS, viewport={'width': 1280, 'height': 1100})
         try:
             page = browser.new_page()
             page.goto(arena['url'], timeout=60_000)
@@ -190,7 +423,48 @@ def test_browser_sees_both_panes_stream(arena, tmp_path):
                 grown = [t.split('春节是中国', 1)[-1].strip().split('\n')[0].strip() for t in seen[id] if '春节是中国' in t]
                 grown = [t for t in grown if t != '…']
                 assert grown and all('最重要的节日。人们在春节吃饺子。'.startswith(t) for t in grown), grown
-            print(f"text changes seen while streaming: {[len(seen[i]) for i in ('sbs_a', 'sbs_b')]}")
+            # every example prompt is on the page, none on a second page
+            with open(os.path.join(ROOT, 'examples.csv'), encoding='utf-8', newline='') as f:
+                examples = [row['prompt'] for row in csv.DictReader(f)]
+            text = page.evaluate('() => document.body.innerText')
+            assert all(e in text for e in examples if e), [e for e in examples if e not in text]
         finally:
             browser.close()
     assert (tmp_path / 'side_by_side.png').stat().st_size > 10_000
+
+
+BOARD_NAMES = ['微调模型 (本地)', '预训练模型 (本地)', '张三的模型', '李四的预训练模型', 'LM Studio: qwen', '王五的模型']
+
+
+@needs_chromium
+def test_browser_leaderboard_shows_the_table_and_both_pictures(tmp_path):
+    """600 synthetic votes among six contestants (plus leaked votes and bad lines), as a class would have after a week."""
+    from bench.bench_ratings import synthetic_votes
+    from playwright.sync_api import sync_playwright
+    votes, port = tmp_path / 'votes.jsonl', free_port()
+    synthetic_votes(str(votes), 600, BOARD_NAMES, seed=1, leaked_rate=0.03)
+    with open(votes, 'a', encoding='utf-8') as f:
+        f.write('{"model_a": 5, "model_b": "张三的模型", "vote": "A"}\n')
+    peers = [{'name': n, 'url': f'http://127.0.0.1:{free_port()}', 'model': n} for n in BOARD_NAMES]  # never called here
+    (tmp_path / 'peers.json').write_text(json.dumps(peers, ensure_ascii=False), encoding='utf-8')
+    with serving(['sample_gradio.py', f"--peers={tmp_path / 'peers.json'}", f'--votes={votes}', '--host=127.0.0.1',
+                  f'--port={port}'], f'http://127.0.0.1:{port}/', tmp_path / 'arena.log', ENV), sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(str(tmp_path / 'profile'), executable_path=CHROMIUM, headless=True,
+                                                       args=FLAGS, viewport={'width': 1400, 'height': 1000})
+        try:
+            page = browser.new_page()
+            page.goto(f'http://127.0.0.1:{port}/', timeout=60_000)
+            page.get_by_role('tab', name='排行榜').click()
+            page.wait_for_function("""() => ['win_matrix', 'count_matrix'].every(id => {
+                const img = document.querySelector('#' + id + ' img'); return img && img.complete && img.naturalWidth > 300; })""",
+                                   timeout=60_000)
+            sizes = page.evaluate("() => ['win_matrix', 'count_matrix'].map(id => document.querySelector('#' + id + ' img').naturalWidth)")
+            text = page.locator('#leaderboard').inner_text()
+            page.screenshot(path=str(tmp_path / 'leaderboard.png'), full_page=True)
+        finally:
+            browser.close()
+    assert all(s > 300 for s in sizes), sizes
+    assert all(n in text for n in BOARD_NAMES) and '排名 (UB)' in text and '数据不足' not in text
+    assert '跳过了 1 行有问题的记录' in text and '票的回答泄露了模型名字，未计入' in text
+    assert (tmp_path / 'leaderboard.png').stat().st_size > 50_000
+    print(f"leaderboard screenshot: {tmp_path / 'leaderboard.png'}")

@@ -1,0 +1,225 @@
+"""
+ratings.py: votes read and checked line by line, Bradley-Terry checked against the MLE's first-order
+conditions and closed forms, bootstrap intervals, Rank (UB), online Elo by hand, the matrices, the command line.
+"""
+import io
+import json
+import random
+import warnings
+
+import numpy as np
+import pytest
+
+from conftest import run_script
+from ratings import (BT_PRIOR, compute_elo, fit_bt, leaderboard, matrix_figures, pair_matrices, rank_ub, read_votes,
+                     table, to_elo_scale)
+
+
+def expected(ra, rb):
+    return 1 / (1 + 10 ** ((rb - ra) / 400))
+
+
+def write_votes(path, rows, **extra):
+    """rows: (model_a, model_b, vote) or (model_a, model_b, vote, leaked); each line gets its own battle id."""
+    with open(path, 'w', encoding='utf-8') as f:
+        for k, (a, b, vote, *leaked) in enumerate(rows):
+            f.write(json.dumps({'battle_id': f'b{k}', 'time': '2026-01-01T00:00:00+00:00', 'prompt': 'p', 'params': {},
+                                'model_a': a, 'model_b': b, 'answer_a': '..', 'answer_b': '..', 'vote': vote,
+                                'leaked': bool(leaked and leaked[0]), **extra}, ensure_ascii=False) + '\n')
+    return str(path)
+
+
+# x-y: x 3 wins, y 1, one tie; y-z: y 2, z 1; z-x: z 1, x 2, one "both bad". Every model won and lost, so the MLE exists.
+HAND_MADE = ([('x', 'y', 'A')] * 2 + [('y', 'x', 'B'), ('y', 'x', 'A'), ('x', 'y', 'tie')] + [('y', 'z', 'A')] * 2 +
+             [('z', 'y', 'A'), ('z', 'x', 'A'), ('x', 'z', 'A'), ('z', 'x', 'B'), ('z', 'x', 'both_bad')])
+OBSERVED = {'x': 3 + 0.5 + 2 + 0.5, 'y': 1 + 0.5 + 2, 'z': 1 + 1 + 0.5}  # wins counted by hand, a tie half each
+GAMES = {('x', 'y'): 5, ('y', 'z'): 3, ('x', 'z'): 4}
+
+
+def games(a, b):
+    return GAMES.get((a, b)) or GAMES.get((b, a), 0)
+
+
+def test_bt_meets_the_mle_first_order_conditions(tmp_path):
+    found, bad = read_votes(write_votes(tmp_path / 'votes.jsonl', HAND_MADE))
+    assert bad == [] and len(found) == 12
+    names = ['x', 'y', 'z']
+    wins, counts = pair_matrices([v[:3] for v in found], names)
+    assert wins.sum(1).tolist() == [OBSERVED[n] for n in names] and counts[0, 1] == 5 and counts[1, 2] == 3
+    # plain MLE: for each model, the wins the fitted ratings expect equal the wins it had
+    r = dict(zip(names, to_elo_scale(fit_bt(wins, counts, prior=0), names)))
+    for i in names:
+        wins_expected = sum(games(i, j) * expected(r[i], r[j]) for j in names if j != i)
+        assert wins_expected == pytest.approx(OBSERVED[i], abs=1e-6), (i, wins_expected)
+    assert sum(r.values()) == pytest.approx(3000, abs=1e-9) and r['x'] > r['y'] > r['z']
+    # the default adds BT_PRIOR ties against strength 0 per model: the same conditions with those virtual games
+    theta = fit_bt(wins, counts)
+    for k, i in enumerate(names):
+        p = [1 / (1 + np.exp(theta[m] - theta[k])) for m in range(3)]
+        wins_expected = sum(games(i, j) * p[m] for m, j in enumerate(names) if j != i) + BT_PRIOR / (1 + np.exp(-theta[k]))
+        assert wins_expected == pytest.approx(OBSERVED[i] + BT_PRIOR / 2, abs=1e-6)
+    # which moves the ratings by well under a point here
+    board = leaderboard(str(tmp_path / 'votes.jsonl'), rounds=50, min_battles=1)
+    assert {row['model']: row['bt'] for row in board['rows']} == pytest.approx(r, abs=1.0)
+
+
+def test_bt_closed_forms_and_ties(tmp_path):
+    # two models, a wins 3 of 4: P = 3/4 = 1 / (1 + 10^(-d/400)), d = 400 log10(3)
+    wins, counts = pair_matrices([('a', 'b', 1.0)] * 3 + [('a', 'b', 0.0)], ['a', 'b'])
+    r = to_elo_scale(fit_bt(wins, counts, prior=0), ['a', 'b'])
+    assert r[0] - r[1] == pytest.approx(400 * np.log10(3), abs=1e-6) and r.mean() == pytest.approx(1000)
+    # a tie is half a win for each side: win + 2 ties scores like 2 wins + 1 loss
+    one = leaderboard(write_votes(tmp_path / 'ties.jsonl', [('a', 'b', 'A'), ('a', 'b', 'tie'), ('b', 'a', 'both_bad')]))
+    two = leaderboard(write_votes(tmp_path / 'wins.jsonl', [('a', 'b', 'A'), ('a', 'b', 'A'), ('b', 'a', 'A')]))
+    assert [(x['model'], x['bt']) for x in one['rows']] == [(x['model'], x['bt']) for x in two['rows']]
+    assert one['rows'][0]['bt'] - one['rows'][1]['bt'] == pytest.approx(400 * np.log10(2), abs=6)  # plus the weak prior
+    assert [x['ties'] for x in one['rows']] == [2, 2] and one['rows'][0]['wins'] == 1 and one['rows'][1]['losses'] == 1
+    # only ties: both exactly at the mean
+    rows = leaderboard(write_votes(tmp_path / 'draws.jsonl', [('a', 'b', 'tie')] * 5))['rows']
+    assert [x['bt'] for x in rows] == [1000.0, 1000.0] and rows[0]['win_rate'] == 0.0
+    # a perfect record stays finite (the prior); the plain MLE has none
+    rows = leaderboard(write_votes(tmp_path / 'perfect.jsonl', [('a', 'b', 'A')] * 5))['rows']
+    assert 1200 < rows[0]['bt'] < 1700 and rows[0]['bt'] + rows[1]['bt'] == pytest.approx(2000, abs=0.02)
+
+
+def test_order_of_votes_changes_elo_but_not_bt(tmp_path):
+    rows = HAND_MADE * 3
+    board = leaderboard(write_votes(tmp_path / 'a.jsonl', rows), rounds=100)
+    shuffled = rows[:]
+    random.Random(5).shuffle(shuffled)
+    other = leaderboard(write_votes(tmp_path / 'b.jsonl', shuffled), rounds=100)
+    pick = lambda b, key: {r['model']: r[key] for r in b['rows']}  # noqa: E731
+    assert pick(board, 'bt') == pick(other, 'bt') and pick(board, 'battles') == pick(other, 'battles')
+    assert pick(board, 'bt_low') == pytest.approx(pick(other, 'bt_low'), abs=0.02)  # same counts, same resamples
+    assert pick(board, 'elo') != pick(other, 'elo')  # online Elo is a replay: order matters (FastChat #3065)
+
+
+def test_anchor_pins_one_model_and_keeps_the_differences(tmp_path):
+    path = write_votes(tmp_path / 'votes.jsonl', HAND_MADE)
+    mean, pinned = leaderboard(path, min_battles=1), leaderboard(path, anchor='y', min_battles=1)
+    m, p = ({r['model']: r for r in b['rows']} for b in (mean, pinned))
+    assert p['y']['bt'] == 1000.0 and p['y']['bt_low'] == p['y']['bt_high'] == 1000.0
+    assert p['x']['bt'] - p['z']['bt'] == pytest.approx(m['x']['bt'] - m['z']['bt'], abs=0.02)
+    with pytest.raises(ValueError, match="--anchor='w' has no counted votes"):
+        leaderboard(path, anchor='w')
+
+
+def test_rank_ub_on_a_constructed_case(tmp_path):
+    # P [1100, 1200], Q [1050, 1150], R [900, 1000], S [800, 890]: P and Q overlap, R is below both, S below all
+    assert rank_ub([1100, 1050, 900, 800], [1200, 1150, 1000, 890]).tolist() == [1, 1, 3, 4]
+    assert rank_ub([990, 995], [1005, 1010]).tolist() == [1, 1]
+    # on a board: three clearly ordered models and one that ties with the best
+    rows = ([('a', 'c', 'A')] * 40 + [('c', 'a', 'A')] * 2 + [('b', 'c', 'A')] * 40 + [('c', 'b', 'A')] * 3 +
+            [('a', 'b', 'tie')] * 30 + [('c', 'd', 'A')] * 40 + [('d', 'c', 'A')] * 2)
+    board = leaderboard(write_votes(tmp_path / 'votes.jsonl', rows), rounds=200)
+    assert [(r['model'], r['rank_ub']) for r in board['rows']] == [('a', 1), ('b', 1), ('c', 3), ('d', 4)]
+    for r in board['rows']:
+        assert r['bt_low'] < r['bt'] < r['bt_high']
+
+
+def test_intervals_need_enough_battles_and_narrow_with_more_votes(tmp_path):
+    board = leaderboard(write_votes(tmp_path / 'two.jsonl', [('a', 'b', 'A'), ('a', 'b', 'A')]), names=['a', 'b', 'new'])
+    rows = {r['model']: r for r in board['rows']}
+    assert rows['a']['bt_low'] is None and rows['a']['rank_ub'] is None and rows['a']['battles'] == 2
+    assert rows['new'] == {'model': 'new', 'bt': None, 'bt_low': None, 'bt_high': None, 'rank_ub': None, 'elo': 1000.0,
+                           'battles': 0, 'wins': 0, 'ties': 0, 'losses': 0, 'win_rate': None}
+    text = table(board, min_battles=10)
+    assert '| — | a |' in text and '数据不足（2 < 10 场）' in text and '1004.0 ~ 1004.0' not in text
+    assert '| — | new | — | 数据不足（0 < 10 场） | 1000.0 | 0 | 0 / 0 / 0 | — |' in text
+    few = leaderboard(write_votes(tmp_path / 'few.jsonl', HAND_MADE * 4), rounds=300)
+    many = leaderboard(write_votes(tmp_path / 'many.jsonl', HAND_MADE * 16), rounds=300)
+    width = lambda b: np.mean([r['bt_high'] - r['bt_low'] for r in b['rows']])  # noqa: E731
+    assert 0.35 < width(many) / width(few) < 0.65  # 4x the votes: about half the width
+    assert leaderboard(str(tmp_path / 'many.jsonl'), rounds=300)['rows'] == many['rows']  # the seed makes it repeatable
+
+
+def test_bad_lines_are_listed_and_skipped(tmp_path):
+    path = write_votes(tmp_path / 'votes.jsonl', [('x', 'y', 'A'), ('y', 'x', 'B')])
+    bad_lines = [{'model_a': 5, 'model_b': 'y', 'vote': 'A'}, {'model_a': None, 'model_b': 'y', 'vote': 'A'},
+                 {'model_a': ['x'], 'model_b': 'y', 'vote': 'A'}, {'model_a': 'x', 'model_b': {'n': 1}, 'vote': 'A'},
+                 {'model_a': 'x', 'model_b': 'y', 'vote': 'maybe'}, {'model_a': 'x', 'model_b': 'y', 'vote': ['A']},
+                 {'model_a': 'x', 'model_b': 'x', 'vote': 'A'}, {'model_a': 'x', 'model_b': 'y', 'vote': 'A', 'leaked': 'no'},
+                 {'model_a': 'x', 'model_b': 'y', 'vote': 'A', 'battle_id': 7},
+                 {'model_a': 'x', 'model_b': 'y', 'vote': 'B', 'battle_id': 'b0'}]  # a second vote on battle b0
+    with open(path, 'ab') as f:
+        f.write(''.join(json.dumps(v) + '\n' for v in bad_lines).encode() + b'not json\n[1, 2]\n\xff\xfe\n\n')
+    found, bad = read_votes(path)
+    assert found == [('x', 'y', 1.0, False), ('y', 'x', 0.0, False)]
+    assert [b.split(' ')[0] for b in bad] == [f'{path}:{n}' for n in range(3, 16)]
+    assert '"model_a" must be a non-empty string, got 5' in bad[0] and 'got None' in bad[1] and "got ['x']" in bad[2]
+    assert 'a model against itself' in bad[6] and 'second vote on battle b0 (first on line 1)' in bad[9]
+    assert 'not UTF-8' in bad[12]
+    board = leaderboard(path, names=['x', 'y'])
+    assert board['votes'] == 2 and len(board['bad']) == 13 and {r['model'] for r in board['rows']} == {'x', 'y'}
+    assert read_votes(str(tmp_path / 'none.jsonl')) == ([], [])
+
+
+def test_leaked_votes_are_left_out_unless_asked(tmp_path):
+    path = write_votes(tmp_path / 'votes.jsonl', [('x', 'y', 'A'), ('x', 'y', 'A', True), ('y', 'x', 'A', True)])
+    board = leaderboard(path)
+    assert board['votes'] == 3 and board['counted'] == 1 and board['leaked'] == 2
+    assert {r['model']: r['battles'] for r in board['rows']} == {'x': 1, 'y': 1}
+    board = leaderboard(path, include_leaked=True)
+    assert board['counted'] == 3 and board['leaked'] == 0 and board['rows'][0]['battles'] == 3
+
+
+def test_elo_replays_a_hand_made_votes_file_exactly(tmp_path):
+    found, _ = read_votes(write_votes(tmp_path / 'votes.jsonl', [('x', 'y', 'A'), ('y', 'z', 'tie'), ('z', 'x', 'B'), ('x', 'y', 'both_bad')]))
+    battles = [v[:3] for v in found]
+    assert battles == [('x', 'y', 1.0), ('y', 'z', 0.5), ('z', 'x', 0.0), ('x', 'y', 0.5)]
+    # by hand: vote 1, equal ratings, expected 0.5, K=4 -> x +2, y -2
+    assert compute_elo(battles[:1]) == {'x': 1002.0, 'y': 998.0}
+    # vote 2: y (998) ties z (1000): E_y = 1/(1+10^(2/400)) = 0.4971218..., y gains 4*(0.5-E_y) = 0.0115128
+    elo = compute_elo(battles[:2])
+    assert elo['y'] == pytest.approx(998.0115128, abs=1e-6) and elo['z'] == pytest.approx(999.9884872, abs=1e-6)
+    # vote 3: x (1002) beats z (999.98849) from the B side: E_z = 0.4971053, x gains 4*0.4971053 = 1.9884209
+    elo = compute_elo(battles[:3])
+    assert elo['x'] == pytest.approx(1003.9884209, abs=1e-6) and elo['z'] == pytest.approx(998.0000663, abs=1e-6)
+    elo = compute_elo(battles)  # vote 4: both bad counts as a tie
+    assert elo['x'] == pytest.approx(1003.9884209309151 + 4 * (0.5 - expected(1003.9884209309151, 998.0115127982992)), abs=1e-9)
+    assert sum(elo.values()) == pytest.approx(3000.0)  # Elo only moves points between players
+
+
+def test_matrices_and_their_pictures(tmp_path):
+    board = leaderboard(write_votes(tmp_path / 'votes.jsonl', HAND_MADE), min_battles=1)
+    assert board['names'] == ['x', 'y', 'z']
+    assert board['wins'].tolist() == [[0, 3.5, 2.5], [1.5, 0, 2], [1.5, 1, 0]]
+    assert board['games'].tolist() == [[0, 5, 4], [5, 0, 3], [4, 3, 0]]
+    win, count = matrix_figures(board)
+    assert [t.get_text() for t in win.axes[0].get_yticklabels()] == ['x', 'y', 'z']
+    cells = sorted(t.get_text() for t in count.axes[0].texts)
+    assert cells == ['3', '3', '4', '4', '5', '5']  # the diagonal is blank
+    assert sorted(t.get_text() for t in win.axes[0].texts)[:2] == ['0.30', '0.33']
+    board = leaderboard(write_votes(tmp_path / 'zh.jsonl', [('微调模型', '预训练模型', 'A')] * 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        png = io.BytesIO()
+        matrix_figures(board)[0].savefig(png, format='png')
+    assert png.getvalue()[:4] == b'\x89PNG'
+    from matplotlib import rcParams
+    if rcParams['font.family'][0] != 'sans-serif':  # a Chinese font was found: no glyph may be missing
+        assert not [w for w in caught if 'missing from' in str(w.message)], [str(w.message) for w in caught]
+    assert matrix_figures(leaderboard(str(tmp_path / 'none.jsonl'))) == (None, None)
+
+
+def test_command_line_table_and_json(tmp_path):
+    path = write_votes(tmp_path / 'votes.jsonl', HAND_MADE * 2 + [('x', 'z', 'A', True)])
+    with open(path, 'a', encoding='utf-8') as f:
+        f.write('{"model_a": 3, "model_b": "y", "vote": "A"}\n')
+    proc = run_script(['ratings.py', path])
+    assert '| 排名 (UB) | 模型 | BT |' in proc.stdout and '| 1 | x |' in proc.stdout
+    assert '24 of 25 votes counted (1 leaked left out); 1 bad lines skipped' in proc.stdout
+    assert f'skipped {path}:26' in proc.stderr
+    rows = json.loads(run_script(['ratings.py', path, '--json', '--bootstrap_rounds=50']).stdout)
+    assert [r['model'] for r in rows] == ['x', 'y', 'z']
+    for r, battles in zip(rows, (18, 16, 14)):
+        assert {'model', 'bt', 'bt_low', 'bt_high', 'rank_ub', 'elo', 'battles', 'win_rate'} <= set(r)
+        assert r['bt_low'] <= r['bt'] <= r['bt_high'] and r['battles'] == battles
+    assert sum(r['bt'] for r in rows) == pytest.approx(3000, abs=0.05)
+    anchored = json.loads(run_script(['ratings.py', '--json', '--anchor=z', path, '--include_leaked=True']).stdout)
+    assert [r['bt'] for r in anchored if r['model'] == 'z'] == [1000.0] and anchored[0]['battles'] == 19
+    proc = run_script(['ratings.py', path, '--anchor=w'], check=False)
+    assert proc.returncode != 0 and "--anchor='w' has no counted votes" in proc.stderr
+    proc = run_script(['ratings.py', str(tmp_path / 'missing.jsonl')], check=False)
+    assert proc.returncode != 0 and 'missing.jsonl: no such votes file' in proc.stderr
+    assert '--bootstrap_rounds=200' in run_script(['ratings.py', '--help']).stdout
