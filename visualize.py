@@ -1,13 +1,20 @@
 """
 Loss curves from training logs: train and val loss against iterations, the learning rate on a second
-axis, one colour per run, several runs overlaid. Reads only <out_dir>/log.jsonl (DESIGN.md §4).
+axis, one colour per run. Reads <out_dir>/log.jsonl (DESIGN.md §4) and, when an evaluation left one
+beside it, <out_dir>/perplexity_val.json for a bits-per-character mark.
 
+    python visualize.py --out_dir=out/pretrain,out/sft --output=out/loss.png      # fine-tuning after pretraining
     python visualize.py --out_dir=out/pretrain
-    python visualize.py --out_dir=out/pretrain,out/sft --output=out/loss.png --width=1600 --height=800
+    python visualize.py --out_dir=runs/a/out/pretrain,runs/b/out/pretrain --chain=False   # compare two runs from 0
 
-The raw train loss is drawn faint, an exponential moving average (--smoothing) over it, and val loss as
-points joined by a line. Works without a display (matplotlib's Agg backend).
+By default (--chain=True) each run continues the axis where the previous one stopped: fine-tuning starts
+at pretraining's last iteration, on a shaded band, because it is the same model trained further, not a
+second model trained at the same time. --chain=False overlays the runs from iteration 0 to compare them.
+The raw train loss is drawn faint, and over it a centred moving average (--smoothing) that has no lag
+and no start-up bias: its window narrows towards the start, so the first point is the first loss. Val
+losses are points, joined by a line only when a run has enough of them to make one. Works without a display.
 """
+import json
 import os
 import sys
 
@@ -15,17 +22,20 @@ import matplotlib
 
 matplotlib.use('Agg')  # no display needed: servers, CI, ssh sessions
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from data_utils import jsonl_objects  # noqa: E402
 
 # -----------------------------------------------------------------------------
-out_dir = 'out/pretrain'  # one or more checkpoint folders, comma-separated
+out_dir = 'out/pretrain'  # one or more checkpoint folders, comma-separated, in training order
 output = ''  # PNG path; '' means loss.png in the first out_dir
+chain = True  # each run continues the previous run's axis (pretrain, then fine-tune); False overlays from 0
 width = 1200  # image width in pixels
 height = 600  # image height in pixels
 size = ''  # WIDTHxHEIGHT, e.g. 1600x900; overrides --width/--height
 dpi = 100  # pixels per inch: sets how large text and lines are in the image
-smoothing = 0.9  # EMA weight of the past for the train curve; 0 turns smoothing off
+smoothing = 0.1  # the smoothed train line averages a centred window of this share of a run's points; 0: none
+val_line_min = 5  # join a run's val points with a line only from this many on; fewer are drawn as points
 title = ''  # figure title; '' means the run names
 # -----------------------------------------------------------------------------
 
@@ -53,17 +63,53 @@ def read_log(folder):
     return curves
 
 
-def ema(values, weight):
+def read_bits_per_char(folder):
+    """(iter or None, loss or None, bits/char, unigram bits/char or None) from perplexity_val.json, or None."""
+    try:
+        with open(os.path.join(folder, 'perplexity_val.json'), encoding='utf-8') as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        return None  # not evaluated, or an older evaluation without the figure: nothing to mark
+    if not isinstance(report, dict) or not isinstance(report.get('bits_per_char'), (int, float)):
+        return None
+    number = {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return number.get('iter_num'), number.get('loss'), number['bits_per_char'], number.get('unigram_bits_per_char')
+
+
+def smooth(values, share):
     """
-    Exponential moving average, bias-corrected so the first points are not pulled towards 0. Its window,
-    about 1/(1-weight) points, is kept under a twentieth of the curve: a short run's few points fall fast,
-    and a long window would draw the smoothed line far above them.
+    Centred moving average over a window of up to `share` of the points. A trailing average (an EMA too,
+    bias-corrected or not) lags a falling loss: on the steep start of a run it draws the line far above
+    the losses measured there. A centred one has no lag on a straight stretch, but any window that spans
+    a bend draws inside it, so near the start the window is kept within a quarter of the way back: a loss
+    bends fastest at the start, and the first point is the first loss itself. Near the end, where the loss
+    has flattened, the window keeps the points before it, so one noisy last loss is not drawn as a rise.
     """
-    weight = max(0.0, min(weight, 1 - 20 / max(len(values), 1)))
-    out, avg = [], 0.0
-    for i, v in enumerate(values, 1):
-        avg = weight * avg + (1 - weight) * v
-        out.append(avg / (1 - weight ** i) if weight else v)
+    n = len(values)
+    half = int(share * n / 2)
+    if half < 1:
+        return list(values)
+    prefix = [0.0]
+    for v in values:
+        prefix.append(prefix[-1] + v)
+    out = []
+    for i in range(n):
+        h = min(half, i // 4)
+        lo, hi = i - h, min(i + h, n - 1)
+        out.append((prefix[hi + 1] - prefix[lo]) / (hi + 1 - lo))
+    return out
+
+
+def last_iter(curves):
+    return max(p[0] for split in curves.values() for p in split)
+
+
+def offsets(runs, chain=True):
+    """Where each run's iteration 0 sits on the shared axis: after the previous run's last iteration."""
+    out, start = [], 0
+    for _, curves in runs:
+        out.append(start if chain else 0)
+        start += last_iter(curves)
     return out
 
 
@@ -74,34 +120,53 @@ def run_label(folder, folders):
     return name if len(same) == 1 else os.path.normpath(folder)
 
 
-def draw(runs, width_px, height_px, dpi=100, smoothing=0.9, title=''):
-    """The figure for runs = [(label, curves)], sized width_px x height_px at this dpi."""
+def draw(runs, width_px, height_px, dpi=100, smoothing=0.1, title='', chain=True, val_line_min=5, marks=None):
+    """
+    The figure for runs = [(label, curves)] in training order, sized width_px x height_px at this dpi.
+    marks = [read_bits_per_char(...) or None] per run adds the evaluated bits per character.
+    """
     fig, ax = plt.subplots(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
     ax_lr = ax.twinx()
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
-    for i, (label, curves) in enumerate(runs):
+    at_top = blended_transform_factory(ax.transData, ax.transAxes)  # x in iterations, y in axes fractions
+    for i, ((label, curves), x0) in enumerate(zip(runs, offsets(runs, chain))):
         color = colors[i % len(colors)]
         train, val = curves['train'], curves['val']
+        if chain and i > 0:  # the band says where fine-tuning runs; the line where it starts
+            ax.axvspan(x0, x0 + last_iter(curves), color=color, alpha=0.08, linewidth=0)
+            ax.axvline(x0, color='grey', linestyle='--', linewidth=0.8)
+            ax.text(x0, 0.98, f' {label} starts here', transform=at_top, ha='left', va='top',
+                    fontsize='small', color=color)
         if train:
-            iters, losses = [p[0] for p in train], [p[1] for p in train]
+            iters, losses = [x0 + p[0] for p in train], [p[1] for p in train]
             ax.plot(iters, losses, color=color, alpha=0.3, linewidth=0.8)
-            ax.plot(iters, ema(losses, smoothing), color=color, linewidth=1.8, label=f'{label} train')
+            ax.plot(iters, smooth(losses, smoothing), color=color, linewidth=1.8, label=f'{label} train')
         if val:
-            ax.plot([p[0] for p in val], [p[1] for p in val], color=color, linestyle='--', marker='o',
-                    markersize=4, linewidth=1.2, label=f'{label} val')
-        lrs = [(p[0], p[2]) for p in train if isinstance(p[2], (int, float))]
+            many = len(val) >= val_line_min  # three points joined by lines suggest a curve nobody measured
+            ax.plot([x0 + p[0] for p in val], [p[1] for p in val], color=color, marker='o', markersize=4,
+                    linestyle='--' if many else 'none', linewidth=1.2, label=f'{label} val')
+        mark = marks[i] if marks else None
+        if mark:
+            it, loss, bpc, unigram = mark
+            x = x0 + (it if it is not None else last_iter(curves))
+            y = loss if loss is not None else (val or train)[-1][1]
+            text = f'val {bpc:.2f} bits/char' + (f' (unigram {unigram:.2f})' if unigram is not None else '')
+            ax.plot([x], [y], color=color, marker='*', markersize=11, linestyle='none')
+            ax.annotate(text, (x, y), textcoords='offset points', xytext=(-6, 10), ha='right', fontsize='small',
+                        color=color, bbox=dict(boxstyle='round,pad=0.2', fc='white', ec='none', alpha=0.8))
+        lrs = [(x0 + p[0], p[2]) for p in train if isinstance(p[2], (int, float))]
         if lrs:
             ax_lr.plot([p[0] for p in lrs], [p[1] for p in lrs], color=color, linestyle=':', linewidth=1.0,
                        alpha=0.7, label=f'{label} lr')
-    ax.set_xlabel('iteration')
-    ax.set_ylabel('loss (nats per token)')
+    ax.set_xlabel('iteration' + (' (each run continues the one before)' if chain and len(runs) > 1 else ''))
+    ax.set_ylabel('loss (nats per target token)')
     ax_lr.set_ylabel('learning rate')
     ax_lr.ticklabel_format(axis='y', style='sci', scilimits=(-2, 2))
     ax.grid(True, alpha=0.3)
-    ax.set_title(title or ' vs '.join(label for label, _ in runs))
+    ax.set_title(title or (' then ' if chain else ' vs ').join(label for label, _ in runs))
     handles, labels = ax.get_legend_handles_labels()
     lr_handles, lr_labels = ax_lr.get_legend_handles_labels()
-    ax.legend(handles + lr_handles, labels + lr_labels, loc='upper right', fontsize='small')
+    ax.legend(handles + lr_handles, labels + lr_labels, loc='best', fontsize='small')
     fig.tight_layout()  # fits the labels inside the figure; the image size stays width x height
     return fig
 
@@ -118,6 +183,8 @@ def main():
     folders = [f.strip() for f in out_dir.split(',') if f.strip()]
     if not folders:
         sys.exit("error: --out_dir names no folder")
+    if not 0 <= smoothing <= 1 or val_line_min < 1:
+        sys.exit(f"error: need 0 <= --smoothing <= 1 and --val_line_min >= 1 (got {smoothing}, {val_line_min})")
     try:
         w, h = parse_size(size) if size else (width, height)
         if w < 100 or h < 100:
@@ -125,15 +192,18 @@ def main():
         runs = [(run_label(f, folders), read_log(f)) for f in folders]
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
+    marks = [read_bits_per_char(f) for f in folders]
     path = output or os.path.join(folders[0], 'loss.png')
-    fig = draw(runs, w, h, dpi, smoothing, title)
+    fig = draw(runs, w, h, dpi, smoothing, title, chain, val_line_min, marks)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=dpi)  # no bbox_inches='tight': it would change the size asked for
     plt.close(fig)
-    for label, curves in runs:
+    for (label, curves), x0, mark in zip(runs, offsets(runs, chain), marks):
         last = {s: c[-1][1] for s, c in curves.items() if c}
-        print(f"{label}: {len(curves['train'])} train and {len(curves['val'])} val points; last "
-              + ', '.join(f'{s} loss {v:.4f}' for s, v in last.items()))
+        print(f"{label}: {len(curves['train'])} train and {len(curves['val'])} val points"
+              + (f", drawn from iteration {x0:g}" if x0 else '') + '; last '
+              + ', '.join(f'{s} loss {v:.4f}' for s, v in last.items())
+              + (f'; {mark[2]:.3f} bits/char on val' if mark else ''))
     print(f"wrote {path} ({w}x{h})")
 
 

@@ -43,7 +43,7 @@ def test_two_runs_make_a_png_of_the_requested_size(tmp_path):
                        '--width=900', '--height=500'])
     assert png_size(png) == (900, 500)
     assert 'pretrain: 61 train and 7 val points' in proc.stdout
-    assert 'sft: 21 train and 5 val points' in proc.stdout
+    assert 'sft: 21 train and 5 val points, drawn from iteration 300' in proc.stdout
     assert f'wrote {png} (900x500)' in proc.stdout
     # --size wins over --width/--height; the default output is loss.png in the first folder
     run_script(['visualize.py', f'--out_dir={sft}', '--size=640x480', '--width=900'])
@@ -59,20 +59,77 @@ def test_plot_draws_every_curve_with_a_legend(tmp_path):
     assert labels == ['pretrain train', 'pretrain val', 'sft train', 'sft val', 'pretrain lr', 'sft lr']
     raw, smooth = loss_ax.lines[0], loss_ax.lines[1]
     assert raw.get_alpha() < 0.5 and list(raw.get_xdata()) == list(range(0, 101, 5))
-    assert list(smooth.get_ydata()) == pytest.approx(visualize.ema(list(raw.get_ydata()), 0.9))
+    assert list(smooth.get_ydata()) == pytest.approx(visualize.smooth(list(raw.get_ydata()), 0.1))
     assert lr_ax.get_ylabel() == 'learning rate' and len(lr_ax.lines) == 2
     assert tuple(fig.get_size_inches() * fig.dpi) == (800, 400)
     visualize.plt.close(fig)
 
 
-def test_ema_is_bias_corrected_and_short_runs_are_not_smoothed_away():
-    assert visualize.ema([4.0] * 200, 0.9) == pytest.approx([4.0] * 200)
-    values = [1.0, 3.0] + [2.0] * 78  # 80 points: the window may span 4 of them, weight 0.75 < 0.9
-    smooth = visualize.ema(values, 0.9)
-    assert smooth[:2] == pytest.approx([1.0, (0.75 * 0.25 + 0.25 * 3.0) / (1 - 0.75 ** 2)])
-    assert visualize.ema(values[:40], 0.9)[1] == pytest.approx((0.5 * 0.5 + 0.5 * 3.0) / 0.75)  # 40 points: 0.5
-    assert visualize.ema([5.0, 4.0, 3.0, 2.0], 0.9) == [5.0, 4.0, 3.0, 2.0]  # too few points to smooth
-    assert visualize.ema([1.0, 3.0] * 50, 0.0) == [1.0, 3.0] * 50
+def test_fine_tuning_is_drawn_after_pretraining():
+    pretrain = {'train': [(i, 10.0 - i / 100, 1e-3) for i in range(10, 301, 10)],
+                'val': [(0, 10.9, 1e-3), (300, 7.1, 1e-3)]}
+    sft = {'train': [(i, 3.0, 1e-4) for i in range(5, 101, 5)], 'val': [(i, 3.2, 1e-4) for i in range(0, 101, 20)]}
+    fig = visualize.draw([('pretrain', pretrain), ('sft', sft)], 800, 400)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.lines}
+    assert max(lines['pretrain train'].get_xdata()) == 300 and max(lines['pretrain val'].get_xdata()) == 300
+    assert list(lines['sft train'].get_xdata()) == list(range(305, 401, 5))  # iteration 5 of SFT is 305
+    assert list(lines['sft val'].get_xdata()) == list(range(300, 401, 20))  # SFT's iteration 0 is the pretrained model
+    assert [t.get_text() for t in ax.texts] == [' sft starts here'] and len(ax.patches) == 1  # the shaded band
+    assert ax.patches[0].get_x() == 300 and ax.patches[0].get_width() == 100
+    assert 'each run continues' in ax.get_xlabel()
+    visualize.plt.close(fig)
+    # --chain=False: two runs compared from iteration 0, nothing shaded
+    fig = visualize.draw([('pretrain', pretrain), ('sft', sft)], 800, 400, chain=False)
+    ax = fig.axes[0]
+    assert min({line.get_label(): line for line in ax.lines}['sft train'].get_xdata()) == 5
+    assert not ax.texts and not ax.patches and ax.get_xlabel() == 'iteration'
+    visualize.plt.close(fig)
+    assert visualize.offsets([('a', pretrain), ('b', sft), ('c', sft)]) == [0, 300, 400]
+
+
+def test_val_points_are_joined_only_when_there_are_enough():
+    run = {'train': [(i, 5.0, 1e-3) for i in range(1, 51)], 'val': [(0, 6.0, 1e-3), (25, 5.5, 1e-3), (50, 5.0, 1e-3)]}
+    fig = visualize.draw([('few', run)], 800, 400)
+    val = [line for line in fig.axes[0].lines if line.get_label() == 'few val'][0]
+    assert val.get_linestyle() == 'None' and val.get_marker() == 'o'
+    visualize.plt.close(fig)
+    fig = visualize.draw([('few', run)], 800, 400, val_line_min=3)
+    assert [line for line in fig.axes[0].lines if line.get_label() == 'few val'][0].get_linestyle() == '--'
+    visualize.plt.close(fig)
+
+
+def test_smoothing_starts_at_the_first_loss_and_does_not_lag():
+    assert visualize.smooth([4.0] * 200, 0.1) == pytest.approx([4.0] * 200)
+    falling = [10.0 - 0.05 * i for i in range(100)]  # a straight fall: a centred window has no lag on it
+    smooth = visualize.smooth(falling, 0.1)  # window of 11 points, 5 on each side
+    assert smooth[0] == falling[0] and smooth[:95] == pytest.approx(falling[:95])
+    assert smooth[-1] == pytest.approx(sum(falling[-6:]) / 6)  # at the end: the last point and the 5 before it
+    noisy = visualize.smooth([1.0, 3.0] * 50, 0.1)  # the window reaches back a quarter of the way, 5 at most
+    assert noisy[:4] == [1.0, 3.0, 1.0, 3.0] and noisy[4] == pytest.approx(7 / 3)  # 3..5
+    assert noisy[50] == pytest.approx((5 * 1.0 + 6 * 3.0) / 11)  # 45..55: six 3s
+    assert visualize.smooth([5.0, 4.0, 3.0, 2.0], 0.1) == [5.0, 4.0, 3.0, 2.0]  # too few points to smooth
+    assert visualize.smooth([1.0, 3.0] * 50, 0.0) == [1.0, 3.0] * 50
+    # the issue's case: a loss falling fast from 10.8; a trailing average drew 7.0 where 5.25 was measured
+    steep = [10.8 * 0.7 ** i + 3.0 for i in range(60)]
+    assert all(abs(s - v) < 0.03 * v for s, v in zip(visualize.smooth(steep, 0.1), steep))
+
+
+def test_bits_per_character_are_marked_when_the_run_folder_has_them(tmp_path):
+    folder = write_log(tmp_path / 'out' / 'pretrain', 100, 10.0, 4.0, 1e-3)
+    assert visualize.read_bits_per_char(folder) is None  # not evaluated: nothing to mark
+    with open(os.path.join(folder, 'perplexity_val.json'), 'w', encoding='utf-8') as f:
+        json.dump({'ppl': 60.0, 'loss': 4.1}, f)  # an evaluation without bits per character: still nothing
+    assert visualize.read_bits_per_char(folder) is None
+    with open(os.path.join(folder, 'perplexity_val.json'), 'w', encoding='utf-8') as f:
+        json.dump({'ppl': 60.0, 'loss': 4.1, 'iter_num': 100, 'bits_per_char': 5.83, 'unigram_bits_per_char': 9.5}, f)
+    mark = visualize.read_bits_per_char(folder)
+    assert mark == (100, 4.1, 5.83, 9.5)
+    fig = visualize.draw([('pretrain', visualize.read_log(folder))], 800, 400, marks=[mark])
+    assert [t.get_text() for t in fig.axes[0].texts] == ['val 5.83 bits/char (unigram 9.50)']
+    visualize.plt.close(fig)
+    proc = run_script(['visualize.py', f'--out_dir={folder}'])
+    assert '5.830 bits/char on val' in proc.stdout
 
 
 def test_bad_logs_are_named(tmp_path):
