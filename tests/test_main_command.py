@@ -13,15 +13,22 @@ def test_quick_main_command(tmp_path):
     env = dict(os.environ, MINIGPT_WORK=str(work), MINIGPT_API_PORT=str(free_port()),
                MINIGPT_ARENA_PORT=str(free_port()))
     proc = subprocess.run(['bash', 'run.sh', '--quick'], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=480)
+                          timeout=600)
     log = proc.stdout[-4000:] + '\n' + proc.stderr[-4000:]
     assert proc.returncode == 0, log
 
+    # the tokenizer trained on the corpus, and the rows made with it
+    tok = json.loads((work / 'data' / 'tokenizer' / 'tokenizer.json').read_text(encoding='utf-8'))
+    assert tok['kind'] == 'trained' and tok['n_vocab'] == 2048
+    compression = tok['compression']  # even 2,048 ids (the quick mode's) use under half GPT-2's tokens
+    assert compression['trained']['tokens_per_char'] < compression['gpt2']['tokens_per_char'] / 2
     meta = json.loads((work / 'data' / 'sample' / 'meta.json').read_text(encoding='utf-8'))
-    assert meta['kind'] == 'pretrain' and meta['block_size'] == 128 and meta['rows']['train'] > 1000
+    assert meta['kind'] == 'pretrain' and meta['block_size'] == 128 and meta['rows']['train'] > 10000
+    assert meta['tokenizer']['ranks_sha256'] == tok['ranks_sha256']
     assert (work / 'data' / 'sample' / 'train.bin').stat().st_size == meta['rows']['train'] * 128 * 2
     rows = np.fromfile(work / 'data' / 'sample' / 'train.bin', dtype=np.uint16).reshape(-1, 128)
-    assert (rows == 50256).sum(axis=1).min() == 1  # exactly one EOT per pretrain row
+    assert (rows == tok['eot_token']).sum(axis=1).min() == 1  # exactly one EOT per pretrain row
+    assert rows.max() == tok['pad_token'] == 2048
 
     for stage in ('pretrain', 'sft'):
         out = work / 'out' / stage
@@ -29,12 +36,30 @@ def test_quick_main_command(tmp_path):
         logged = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
         assert logged and {'iter', 'split', 'loss', 'lr', 'tokens', 'elapsed'} <= set(logged[0])
         ppl = json.loads((out / 'perplexity_val.json').read_text())
-        assert ppl['ppl'] > 1
+        assert ppl['ppl'] > 1 and ppl['bits_per_char'] > 0 and ppl['tokenizer']['name'] == tok['name']
     pairs = [json.loads(line) for line in (work / 'sft' / 'sft_saves.jsonl').read_text(encoding='utf-8').splitlines()]
     assert len(pairs) > 20 and all({'question', 'answer', 'id'} <= set(p) for p in pairs)
-    assert (work / 'out' / 'sft' / 'rougeL.csv').exists()
+    sft_meta = json.loads((work / 'data' / 'sft' / 'meta.json').read_text(encoding='utf-8'))
+    for name, split in (('rougeL', 'train'), ('rougeL_val', 'val')):
+        summary = json.loads((work / 'out' / 'sft' / f'{name}.json').read_text(encoding='utf-8'))['summary']
+        assert summary['n'] == min(5, sft_meta['rows'][split]) and summary['source'].endswith(f'{split}.bin')
+        assert {'median_f', 'repeat_4gram_3x_share', 'stopped_at_eot_share'} <= set(summary)
+    examples = json.loads((work / 'out' / 'pretrain' / 'examples.json').read_text(encoding='utf-8'))
+    assert examples['summary']['n'] == 8 and not any(i['prompt'].endswith('##') for i in examples['items'])
     assert (work / 'out' / 'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     samples = (work / 'out' / 'pretrain' / 'samples.txt').read_text(encoding='utf-8')
     assert '中国人民' in samples and '\ufffd' not in samples
+
+    # the run's report, made from the run's own files
+    report = (work / 'out' / 'report.md').read_text(encoding='utf-8')
+    assert 'Not run' not in report and 'Could not be read' not in report, report
+    assert f"{ppl['bits_per_char']:.3g}" in report or f"{ppl['bits_per_char']:.2f}" in report
+    timings = [json.loads(line) for line in (work / 'out' / 'timings.jsonl').read_text().splitlines()]
+    assert [t['stage'] for t in timings] == ['fetch', 'tokenizer', 'prepare', 'pretrain', 'sample', 'sft_data',
+                                            'finetune', 'evaluate', 'plot', 'export', 'serve']
+    # the exports exist (test_export proves they load)
+    assert (work / 'export' / 'minigpt-sft' / 'model.safetensors').exists()
+    assert (work / 'export' / 'minigpt-sft.gguf').read_bytes()[:4] == b'GGUF'
+
     assert '"status": "ok"' in proc.stdout or '"status":"ok"' in proc.stdout  # the API answered /health
     assert 'arena answered' in proc.stdout
