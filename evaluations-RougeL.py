@@ -84,8 +84,14 @@ def read_csv_items(path):
         reader = csv.DictReader(f)
         if 'prompt' not in (reader.fieldnames or []):
             raise ValueError(f"{path}: no 'prompt' column (found {reader.fieldnames})")
-        items = [{'id': i, 'prompt': row['prompt'], 'reference': (row.get('reference') or '').strip()}
-                 for i, row in enumerate(reader) if (row['prompt'] or '').strip()]
+        items = []
+        for row in reader:  # a row with a field too many or too few would shift its columns silently
+            if None in row or None in row.values():
+                fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
+                raise ValueError(f"{path}:{reader.line_num}: {fields} fields, the header has "
+                                 f"{len(reader.fieldnames)} ({','.join(reader.fieldnames)})")
+            if row['prompt'].strip():
+                items.append({'id': len(items), 'prompt': row['prompt'], 'reference': (row.get('reference') or '').strip()})
     if not items:
         raise ValueError(f"{path}: no prompts")
     return items

@@ -31,6 +31,7 @@ tokenizer = 'data/tokenizer'  # a trained tokenizer's folder (tokenizer.json); a
 pretrain = 'out/pretrain'  # pretrained checkpoint folder: ckpt.pt, log.jsonl, samples.txt, perplexity_val.json
 sft = 'out/sft'  # the fine-tuned one's, with rougeL.json and rougeL.csv besides
 examples = 5  # Question / Answer / Prediction rows, spread evenly from the best Rouge-L to the worst
+listed = 12  # prompts listed from each examples.json (examples.csv's continuations, its questions)
 sample_chars = 800  # longest stretch of each samples.txt quoted
 # -----------------------------------------------------------------------------
 
@@ -38,6 +39,10 @@ sample_chars = 800  # longest stretch of each samples.txt quoted
 PPL_KEYS = ('bits_per_char', 'unigram_bits_per_char', 'bits_per_byte', 'unigram_bits_per_byte', 'ppl',
             'unigram_ppl', 'loss', 'unigram_loss', 'tokens', 'chars', 'rows', 'iter_num')
 REPETITION = ('repeat', 'distinct')  # Rouge-L summary keys holding these words are repetition figures
+# (model, file in its folder, what was asked) of every evaluations-RougeL.py run the main command makes
+GENERATIONS = (('sft', 'rougeL.json', 'trained questions'), ('sft', 'rougeL_val.json', 'held-out questions'),
+               ('pretrain', 'examples.json', 'examples.csv continuations'),
+               ('sft', 'examples.json', 'examples.csv questions'))
 
 
 def path_of(*parts):
@@ -127,6 +132,13 @@ def section_summary():
     if is_number(summary.get('f')):
         median = f", median {fmt(summary['median_f'])}" if is_number(summary.get('median_f')) else ''
         lines.append(f"- sft: Rouge-L F mean {fmt(summary['f'])}{median} on {fmt(summary.get('n'))} questions")
+    for label, name, what, path, summary in generations():
+        if what == 'held-out questions' and is_number(summary.get('median_f')):
+            lines.append(f"- {label}: Rouge-L F median {fmt(summary['median_f'])}, mean {fmt(summary.get('f'))} "
+                         f"on {fmt(summary.get('n'))} {what}")
+        elif 'continuations' in what and is_number(summary.get('repeat_4gram_3x_share')):
+            lines.append(f"- {label}: {summary['repeat_4gram_3x_share']:.0%} of {fmt(summary.get('n'))} {what} repeat "
+                         f"4 characters three times (greedy, {penalties(summary)})")
     _, stages = stage_seconds()
     if stages:
         lines.append(f"- all stages: {seconds(sum(r['seconds'] for r in stages))}")
@@ -302,6 +314,41 @@ def section_rouge():
                                 for r in picked])]
 
 
+def generations():
+    """(model, file, what, path, summary) of the GENERATIONS files that exist."""
+    folders, found = dict(models()), []
+    for label, name, what in GENERATIONS:
+        path = os.path.join(folders[label], name)
+        report = load(path)
+        if report is not None:
+            found.append((label, name, what, path, report.get('summary', {})))
+    return found
+
+
+def penalties(summary):
+    return f"presence {fmt(summary.get('presence_penalty'))}, frequency {fmt(summary.get('frequency_penalty'))}"
+
+
+def section_generations():
+    found = generations()
+    if not found:
+        return not_run(os.path.join(path_of(sft), 'rougeL_val.json'), 'evaluations-RougeL.py')
+    rows = [(f'{label}: {what} (`{path}`)', s.get('n'), s.get('median_f'), s.get('f'), s.get('stopped_at_eot_share'),
+             s.get('repeat_4gram_share'), s.get('repeat_4gram_3x_share'), s.get('distinct_2'), penalties(s))
+            for label, _, what, path, s in found]
+    lines = ['Rouge-L where the prompt has a reference; "4 chars x2 / x3": share of outputs in which some 4 characters '
+             'occur twice / three times or more.', '',
+             *table(['evaluation', 'n', 'median F', 'mean F', 'stopped at EOT', '4 chars x2', '4 chars x3',
+                     'distinct-2', 'penalties'], rows)]
+    for label, name, what, path, _ in found:
+        if name == 'examples.json':
+            items = load(path).get('items', [])[:listed]
+            lines += [f'**{label}: {what}** (first {len(items)} of `{path}`)', '',
+                      *table(['prompt', 'reference', 'prediction'],
+                             [(i.get('prompt'), i.get('reference'), i.get('prediction')) for i in items])]
+    return lines
+
+
 def section_samples():
     lines = []
     for label, folder in models():
@@ -348,7 +395,8 @@ def section_machine():
 SECTIONS = (('Summary', section_summary), ('Corpus', section_corpus), ('Tokenizer', section_tokenizer),
             ('Prepared data', section_data), ('Models and configs', section_configs), ('Training', section_training),
             ('Perplexity and bits per character (val split)', section_perplexity),
-            ('Rouge-L of the fine-tuned model', section_rouge), ('Samples', section_samples),
+            ('Rouge-L of the fine-tuned model', section_rouge),
+            ('Held-out questions, examples.csv and loops', section_generations), ('Samples', section_samples),
             ('Time per stage', section_timings), ('Code and machine', section_machine))
 
 

@@ -74,7 +74,7 @@ step pretrain "4/11 pretrain the tiny CPU model (~8 min on 2 cores; --quick: sec
 $PY train.py config/train_config_cpu.py --data_dir="$WORK/data/sample" --out_dir="$WORK/out/pretrain" $PRETRAIN_ARGS
 
 step sample "5/11 sample from the pretrained model (greedy, then sampled; repeats penalised, as in the arena)"
-PENALTIES="--presence_penalty=0.5 --frequency_penalty=0.5"  # without them a small model's greedy text loops
+PENALTIES="--presence_penalty=1.0 --frequency_penalty=1.0"  # without them a small model's greedy text loops
 { $PY sample.py --out_dir="$WORK/out/pretrain" --start="中国人民" --num_samples=1 --max_new_tokens=60 --temperature=0 $PENALTIES
   $PY sample.py --out_dir="$WORK/out/pretrain" --start="新华社北京１月１日电" --num_samples=2 --max_new_tokens=60 \
       --temperature=0.8 --top_k=40 --seed=1 $PENALTIES; } | tee "$WORK/out/pretrain/samples.txt"

@@ -298,9 +298,9 @@ def build_page():
                          gr.Slider(0.0, 2.0, value=0.1, step=0.05, label='temperature（0 为贪心）'),
                          gr.Slider(1, 200, value=20, step=1, label='top_k'),
                          gr.Slider(0.05, 1.0, value=1.0, step=0.05, label='top_p（1 为不限）'),
-                         # 0.5 each: a small model's near-greedy text otherwise loops (the main command measured it)
-                         gr.Slider(-2.0, 2.0, value=0.5, step=0.1, label='presence_penalty（出现过就扣分）'),
-                         gr.Slider(-2.0, 2.0, value=0.5, step=0.1, label='frequency_penalty（按出现次数扣分）')]
+                         # 1.0 each: a small model's near-greedy text otherwise loops (the main command measured it)
+                         gr.Slider(-2.0, 2.0, value=1.0, step=0.1, label='presence_penalty（出现过就扣分）'),
+                         gr.Slider(-2.0, 2.0, value=1.0, step=0.1, label='frequency_penalty（按出现次数扣分）')]
         with gr.Tabs():
             with gr.Tab('单模型对话'):
                 pick, last = gr.Dropdown(names, value=names[0], label='模型'), gr.State('')

@@ -54,7 +54,7 @@ def test_train_py_refuses_an_unknown_key_and_a_wrong_type():
 def test_train_py_help_lists_the_settings():
     proc = run_script(['train.py', 'config/train_config_cpu.py', '--help'])
     assert 'torchrun --standalone --nproc_per_node=8 train.py config/train_config.py' in proc.stdout
-    for setting in ("--init_from='scratch'", "--dtype='float32'", "--device='cpu'", "--sample_mode='traverse'",
+    for setting in ("--init_from='scratch'", "--dtype='float32'", "--device='cpu'", "--sample_mode='bucket'",
                     '--epochs=0.0', "--data_dir=''"):
         assert setting in proc.stdout, setting  # the config file's values, shown after it was read
 

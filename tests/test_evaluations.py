@@ -291,3 +291,7 @@ def test_rouge_script_on_a_csv_of_prompts_scores_only_what_has_a_reference(tiny_
     bad.write_text('question\nx\n', encoding='utf-8')
     proc = run_script(['evaluations-RougeL.py', f'--out_dir={tiny_checkpoint}', f'--input={bad}'], check=False)
     assert proc.returncode != 0 and "no 'prompt' column" in proc.stderr
+    # a row that lost its empty reference field would read its kind as the reference: refused with its line
+    bad.write_text('prompt,reference,kind\n北京是中国的,首都。,continuation\n春节前夕，,continuation\n', encoding='utf-8')
+    proc = run_script(['evaluations-RougeL.py', f'--out_dir={tiny_checkpoint}', f'--input={bad}'], check=False)
+    assert proc.returncode != 0 and f'{bad}:3: 2 fields, the header has 3 (prompt,reference,kind)' in proc.stderr

@@ -1,11 +1,13 @@
 """The README's main command in quick mode, end to end: every stage runs for real, in order, on the sample corpus."""
+import csv
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, run_script
 
 
 def test_quick_main_command(tmp_path):
@@ -45,7 +47,9 @@ def test_quick_main_command(tmp_path):
         assert summary['n'] == min(5, sft_meta['rows'][split]) and summary['source'].endswith(f'{split}.bin')
         assert {'median_f', 'repeat_4gram_3x_share', 'stopped_at_eot_share'} <= set(summary)
     examples = json.loads((work / 'out' / 'pretrain' / 'examples.json').read_text(encoding='utf-8'))
-    assert examples['summary']['n'] == 8 and not any(i['prompt'].endswith('##') for i in examples['items'])
+    with open(os.path.join(ROOT, 'examples.csv'), encoding='utf-8', newline='') as f:
+        continuations = [r['prompt'] for r in csv.DictReader(f) if r['kind'] == 'continuation']
+    assert [i['prompt'] for i in examples['items']] == continuations  # every one, and no question among them
     assert (work / 'out' / 'loss.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     samples = (work / 'out' / 'pretrain' / 'samples.txt').read_text(encoding='utf-8')
     assert '中国人民' in samples and '\ufffd' not in samples
@@ -63,3 +67,22 @@ def test_quick_main_command(tmp_path):
 
     assert '"status": "ok"' in proc.stdout or '"status":"ok"' in proc.stdout  # the API answered /health
     assert 'arena answered' in proc.stdout
+
+
+def test_examples_csv_questions_are_trained_or_held_out(tmp_path):
+    """examples.csv's 'trained' questions are pairs of the SFT train split with its answer, its 'unseen' ones of val."""
+    sys.path.insert(0, os.path.join(ROOT, 'data'))
+    from prepare_sft import in_val, val_fraction
+    run_script(['data/fetch_sample.py', f'--out_dir={tmp_path / "corpus"}'])  # the main command's corpus (cached)
+    run_script(['sft/sft_generate.py', '--backend=rules', f'--input_dir={tmp_path / "corpus"}',
+                f'--output={tmp_path / "pairs.jsonl"}', f'--rejects={tmp_path / "rejects.jsonl"}'])
+    pairs = {}
+    for line in (tmp_path / 'pairs.jsonl').read_text(encoding='utf-8').splitlines():
+        pair = json.loads(line)
+        pairs.setdefault(pair['question'], []).append((pair['answer'], in_val(pair['id'], val_fraction)))
+    with open(os.path.join(ROOT, 'examples.csv'), encoding='utf-8', newline='') as f:
+        rows = [r for r in csv.DictReader(f) if r['kind'] != 'continuation']
+    assert {r['kind'] for r in rows} == {'trained', 'unseen'} and all(r['prompt'].endswith('##') for r in rows)
+    for r in rows:
+        question = r['prompt'].removesuffix('##').strip()
+        assert (r['reference'], r['kind'] == 'unseen') in pairs.get(question, []), (r, pairs.get(question))

@@ -85,6 +85,13 @@ def make_run(work):
         writer = csv.writer(f)
         writer.writerow(['id', 'prompt', 'reference', 'prediction', 'precision', 'recall', 'f'])
         writer.writerows([i, q, a, p, f, f, f] for i, (q, a, p, f) in enumerate(ROUGE_ROWS))
+    write_json(w('out', 'sft', 'rougeL_val.json'), {'summary': {
+        'n': 25, 'f': 0.1298, 'median_f': 0.0, 'stopped_at_eot_share': 0.96, 'repeat_4gram_3x_share': 0.0},
+        'items': []})
+    write_json(w('out', 'pretrain', 'examples.json'), {'summary': {
+        'n': 20, 'repeat_4gram_share': 0.25, 'repeat_4gram_3x_share': 0.05, 'distinct_2': 0.5731,
+        'presence_penalty': 1.0, 'frequency_penalty': 0.5}, 'items': [
+            {'prompt': '春节前夕，', 'reference': '', 'prediction': '北京市人民政府负责管理'}]})
     write_lines(w('out', 'timings.jsonl'), [{'stage': 'prepare', 'seconds': 5}, {'stage': 'pretrain', 'seconds': 400},
                                             {'stage': 'finetune', 'seconds': 260}])
     with open(w('out', 'loss.png'), 'wb') as f:
@@ -133,6 +140,11 @@ def test_every_section_holds_its_files_figures_and_follows_a_change(tmp_path):
     shown = [q for q, *_ in ROUGE_ROWS if q in examples]
     assert shown == [ROUGE_ROWS[i][0] for i in (0, 2, 3, 4, 6)]  # best to worst, evenly spread
     assert '| 春节吃什么？ ## | 饺子 | 饺\\|子 ⏎ 汤 | 0.5 |' in examples  # a pipe or newline keeps the table
+    generations = section(text, 'Held-out questions, examples.csv and loops')
+    assert f'| sft: held-out questions (`{work}/out/sft/rougeL_val.json`) | 25 | 0 | 0.1298 | 0.96 |  | 0 |' in generations
+    assert (f'| pretrain: examples.csv continuations (`{work}/out/pretrain/examples.json`) | 20 |  |  |  | 0.25 | 0.05 '
+            '| 0.5731 | presence 1, frequency 0.5 |') in generations
+    assert '| 春节前夕， |  | 北京市人民政府负责管理 |' in generations
     samples = section(text, 'Samples')
     assert 'pretrain说：中国人民站起来了。' in samples and 'sft说：中国人民站起来了。' in samples
     times = section(text, 'Time per stage')
@@ -141,6 +153,9 @@ def test_every_section_holds_its_files_figures_and_follows_a_change(tmp_path):
     assert '- pretrain: 5.831 bits per character on val (unigram 9.532)' in summary
     assert '- sft: 21.07 perplexity on val (unigram 173.2)' in summary  # no bits/char in its file: perplexity
     assert '- sft: Rouge-L F mean 0.8123, median 0.9001 on 50 questions' in summary
+    assert '- sft: Rouge-L F median 0, mean 0.1298 on 25 held-out questions' in summary
+    assert ('- pretrain: 5% of 20 examples.csv continuations repeat 4 characters three times (greedy, presence 1, '
+            'frequency 0.5)') in summary
     commit = subprocess.run(['git', '-C', ROOT, 'rev-parse', 'HEAD'], capture_output=True, text=True).stdout.strip()
     machine = section(text, 'Code and machine')
     assert commit and commit in machine and f'{os.cpu_count()} cores' in machine
@@ -168,7 +183,7 @@ def test_missing_files_say_what_was_not_run(tmp_path):
     for missing in ('data/people_daily/*.jsonl', 'data/tokenizer/tokenizer.json', 'data/sample/meta.json',
                     'data/sft/meta.json', 'out/pretrain/ckpt.pt', 'out/sft/ckpt.pt', 'out/loss.png',
                     'out/pretrain/log.jsonl', 'out/sft/perplexity_val.json', 'out/sft/rougeL.json',
-                    'out/sft/samples.txt', 'out/timings.jsonl'):
+                    'out/sft/samples.txt', 'out/timings.jsonl', 'out/sft/rougeL_val.json'):
         assert f'_Not run: `{empty}/{missing}` is missing' in text, missing
     assert '_Nothing evaluated yet' in section(text, 'Summary') and 'Could not be read' not in text
 
