@@ -43,8 +43,20 @@ if [ "$MODE" = "--quick" ]; then
 else
     WORK=${MINIGPT_WORK:-.}
     PRETRAIN_ARGS=""; SFT_GEN_ARGS=""; SFT_ARGS=""; EVAL_ARGS=""; ROUGE_N=50; ROUGE_ARGS=""
-    API_PORT=5000; ARENA_PORT=7860; HOST=0.0.0.0
+    API_PORT=${MINIGPT_API_PORT:-5000}; ARENA_PORT=${MINIGPT_ARENA_PORT:-7860}; HOST=0.0.0.0
 fi
+for port in $API_PORT $ARENA_PORT; do  # checked now, not after ten minutes of training
+    $PY - "$HOST" "$port" <<'PYEOF' || exit 1
+import socket, sys
+with socket.socket() as s:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+    try:
+        s.bind((sys.argv[1], int(sys.argv[2])))
+    except OSError as e:
+        sys.exit(f"error: port {sys.argv[2]} is taken ({e.strerror}): is an earlier bash run.sh still serving? Stop it "
+                 f"(Ctrl-C in its terminal), or pick others: MINIGPT_API_PORT=5001 MINIGPT_ARENA_PORT=7861 bash run.sh")
+PYEOF
+done
 mkdir -p "$WORK/out"
 TIMINGS="$WORK/out/timings.jsonl"; : > "$TIMINGS"  # one {"stage", "seconds"} line per step, for report.py
 STAGE=""; STAGE_START=$SECONDS
@@ -131,6 +143,7 @@ wait_for() {  # url, seconds
     echo "no answer from $1 after $2 s" >&2; return 1
 }
 wait_for "http://127.0.0.1:$API_PORT/health" 60
+kill -0 $SERVER_PID 2>/dev/null || { echo "error: server.py exited; what answered on :$API_PORT is not this run's" >&2; exit 1; }
 curl -sf "http://127.0.0.1:$API_PORT/health"; echo
 curl -sfN "http://127.0.0.1:$API_PORT/generate" -H 'Content-Type: application/json' \
     -d "{\"prompt\": \"$QUESTION ##\", \"max_new_tokens\": 40, \"temperature\": 0, \"top_k\": 20}"; echo

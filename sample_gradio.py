@@ -29,6 +29,8 @@ import json
 import os
 import queue
 import random
+import socket
+import sys
 import threading
 import time
 import uuid
@@ -369,6 +371,12 @@ if __name__ == '__main__':
     exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read())
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # no telemetry or version check: the page must work offline
     os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
+    with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as probe:  # before minutes of loading
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the page's own server does
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            sys.exit(f'error: cannot listen on {host}:{port}: {e} (an arena still running? stop it, or pick another --port)')
     entries = load_peers(peers) if os.path.exists(peers) or peers != 'peers.json' else default_peers()
     CONTESTANTS.update((e['name'], e) for e in entries)
     GROUPS.update(same_model_groups(entries))

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -263,6 +264,15 @@ def test_bad_peers_file_stops_the_arena_at_start(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     assert f"{path}: entry 1 ('甲'): \"checkpoint\" must be a non-empty string, got 5" in proc.stderr
+    # a port another arena still holds: one line at start, before any model is loaded
+    with socket.socket() as held:
+        held.bind(('127.0.0.1', 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proc = subprocess.run([PYTHON, 'sample_gradio.py', f'--peers={path}', f'--port={port}', '--host=127.0.0.1'],
+                              cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert f'error: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use' in proc.stderr
 
 
 # ----------------------------------------------------------------------------- the plain functions

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, run_script, train_tiny_checkpoint
+from conftest import ROOT, free_port, run_script, train_tiny_checkpoint
 from test_train import TINY, write_dataset
 
 TRAIN = os.path.join(ROOT, 'train.py')
@@ -82,16 +82,19 @@ def test_out_dir_that_is_a_file_stops(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- bad files through the scripts
 
 def test_a_truncated_checkpoint_is_one_line_in_every_script(tmp_path):
-    """train.py (resume), sample.py and server.py all load through model.load_checkpoint: one message, no traceback."""
+    """train.py (resume), sample.py, server.py and the arena load through model.load_checkpoint: one message, no traceback."""
     data = write_dataset(tmp_path / 'data')
     out = tmp_path / 'out'
     train_tiny_checkpoint(out, steps=1, block_size=32)
     cut = (out / 'ckpt.pt').read_bytes()[:-1000]  # what a copy cut short leaves
     (out / 'ckpt.pt').write_bytes(cut)
     path = str(out / 'ckpt.pt')
+    peers = tmp_path / 'peers.json'
+    peers.write_text(json.dumps([{'name': '我的模型', 'checkpoint': str(out)}], ensure_ascii=False), encoding='utf-8')
     for args in (['train.py', *TINY, f'--data_dir={data}', f'--out_dir={out}', '--init_from=resume', '--max_iters=5'],
                  ['sample.py', f'--out_dir={out}', '--start=北京', '--max_new_tokens=2', '--device=cpu'],
-                 ['server.py', f'--models=m={out}', '--port=1', '--host=127.0.0.1']):
+                 ['server.py', f'--models=m={out}', '--port=1', '--host=127.0.0.1'],
+                 ['sample_gradio.py', f'--peers={peers}', f'--port={free_port()}', '--host=127.0.0.1', '--device=cpu']):
         proc = run_script(args, check=False, env={'OMP_NUM_THREADS': '1'}, timeout=120)
         assert proc.returncode != 0 and 'Traceback' not in proc.stderr, (args[0], proc.stderr)
         assert f'{path}: not a readable checkpoint, truncated or corrupt' in proc.stderr, (args[0], proc.stderr)

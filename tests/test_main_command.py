@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -86,3 +87,18 @@ def test_examples_csv_questions_are_trained_or_held_out(tmp_path):
     for r in rows:
         question = r['prompt'].removesuffix('##').strip()
         assert (r['reference'], r['kind'] == 'unseen') in pairs.get(question, []), (r, pairs.get(question))
+
+
+def test_a_taken_port_stops_the_main_command_before_any_stage(tmp_path):
+    """An earlier run still serving holds the arena's port: said at once, not after the training."""
+    work = tmp_path / 'work'
+    with socket.socket() as held:
+        held.bind(('127.0.0.1', 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = dict(os.environ, MINIGPT_WORK=str(work), MINIGPT_API_PORT=str(free_port()), MINIGPT_ARENA_PORT=str(port))
+        proc = subprocess.run(['bash', 'run.sh', '--quick'], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
+    assert f'error: port {port} is taken (Address already in use): is an earlier bash run.sh still serving?' in proc.stderr
+    assert not (work / 'out' / 'timings.jsonl').exists() and '== 1/11' not in proc.stdout

@@ -6,7 +6,7 @@ Generation speed: the engine's KV cache against nanoGPT's full recompute, then t
     python tests/bench/bench_sample.py --sizes=cpu --vocabs=trained --new_tokens=200 --rounds=5
 
 Both ways run on the same random weights (EOT made impossible, so every run makes all its tokens), for
-two shapes: 4 x 128, block 128 (config/train_config_cpu.py's) and 6 layers x 384, block 512; and two
+two shapes: 2 x 128, block 128 (config/train_config_cpu.py's) and 6 layers x 384, block 512; and two
 output layers: GPT-2's 50,304 rows and a trained tokenizer's 8,256 (8,192 ids + 2 specials + PAD, rounded
 up to 64). On a CPU a cached step is mostly reading that output matrix, so the vocabulary decides much of
 the gain. "recompute" is nanoGPT's generate: the whole (cropped) context through the model for every new
@@ -49,7 +49,7 @@ server_tokens = 200  # tokens per server request
 threads = 0  # torch CPU threads in the server; 0 = torch's default
 exec(open(os.path.join(ROOT, 'configurator.py')).read())
 
-SIZES = {'cpu': dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
+SIZES = {'cpu': dict(n_layer=2, n_head=4, n_embd=128, block_size=128),
          '6x384': dict(n_layer=6, n_head=6, n_embd=384, block_size=512)}
 
 
