@@ -38,6 +38,8 @@ parser.add_argument('--budget_s', type=float, default=240, help='training second
 parser.add_argument('--threads', type=int, default=1, help='torch threads while training')
 parser.add_argument('--shape', default='2,4,128', help='n_layer,n_head,n_embd')
 parser.add_argument('--batch_size', type=int, default=16)
+parser.add_argument('--sample_prompt', default='新华社北京１月１日电', help='each model continues it, greedy')
+parser.add_argument('--sample_chars', type=int, default=80, help='characters of each continuation shown')
 parser.add_argument('--learning_rate', type=float, default=2e-3)
 args = parser.parse_args()
 os.environ.setdefault('TQDM_DISABLE', '1')
@@ -131,6 +133,13 @@ def main():
                   f"ppl {result['ppl']:.1f}")
         print(f"bits per character, trained / GPT-2: {bpc['trained']['bits_per_char'] / bpc['gpt2']['bits_per_char']:.2f}x "
               f"(goal < 1)")
+        from engine import generate_text
+        for n, side in zip(names, sides):  # what each says, greedy with the main command's repeat penalties
+            side['model'].eval()
+            side['model'].tokenizer = side['data']['tokenizer']
+            text = generate_text(side['model'], args.sample_prompt, max_new_tokens=args.sample_chars * 3, temperature=0,
+                                 presence_penalty=1.0, frequency_penalty=1.0)
+            print(f"{n:8} {args.sample_prompt}{text[:args.sample_chars]}")
 
 
 if __name__ == '__main__':
