@@ -4,7 +4,7 @@ Samples text from a trained checkpoint, printed as it is generated (whole charac
     python sample.py --out_dir=out/pretrain --start="中国人民" --num_samples=2 --max_new_tokens=60
     python sample.py --out_dir=out/sft --start="中国的首都是哪里？##" --temperature=0   # a question: answer only
     python sample.py --out_dir=out/pretrain --start=FILE:prompt.txt --seed=7 --device=cpu
-    python sample.py --out_dir=out/pretrain --start="中国人民" --top_p=0.9 --frequency_penalty=0.5   # fewer loops
+    python sample.py --out_dir=out/pretrain --start="中国人民" --presence_penalty=1.0 --frequency_penalty=1.0   # no loops
 
 A --start ending in ## is a question: the model sees encode(question) + [the answer separator] and only the
 answer is printed. Otherwise the start text is printed followed by its continuation. Generation

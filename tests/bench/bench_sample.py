@@ -36,7 +36,7 @@ from engine import generate_ids, sample_next, window  # noqa: E402
 from model import GPT, GPTConfig, save_checkpoint  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
 
-sizes = 'cpu,6x384'  # which shapes: cpu (4 x 128, block 128) and/or 6x384 (block 512)
+sizes = 'cpu,6x384'  # which shapes: cpu (2 x 128, block 128) and/or 6x384 (block 512)
 vocabs = 'gpt2,trained'  # which output layers: GPT-2's (50,304 rows) and/or a trained tokenizer's
 trained_ids = 8192  # mergeable ranks of the trained tokenizer stood in for (data/train_tokenizer.py's size)
 prompt_tokens = 100  # prompt length
