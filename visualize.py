@@ -128,15 +128,15 @@ def draw(runs, width_px, height_px, dpi=100, smoothing=0.1, title='', chain=True
     fig, ax = plt.subplots(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
     ax_lr = ax.twinx()
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
-    at_top = blended_transform_factory(ax.transData, ax.transAxes)  # x in iterations, y in axes fractions
+    data_x_axes_y = blended_transform_factory(ax.transData, ax.transAxes)  # x in iterations, y in axes fractions
     for i, ((label, curves), x0) in enumerate(zip(runs, offsets(runs, chain))):
         color = colors[i % len(colors)]
         train, val = curves['train'], curves['val']
         if chain and i > 0:  # the band says where fine-tuning runs; the line where it starts
             ax.axvspan(x0, x0 + last_iter(curves), color=color, alpha=0.08, linewidth=0)
             ax.axvline(x0, color='grey', linestyle='--', linewidth=0.8)
-            ax.text(x0, 0.98, f' {label} starts here', transform=at_top, ha='left', va='top',
-                    fontsize='small', color=color)
+            ax.text(x0, 0.02, f' {label} starts here', transform=data_x_axes_y, ha='left', va='bottom',  # the top holds the
+                    fontsize='small', color=color)  # final val label when fine-tuning overfits
         if train:
             iters, losses = [x0 + p[0] for p in train], [p[1] for p in train]
             ax.plot(iters, losses, color=color, alpha=0.3, linewidth=0.8)
