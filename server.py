@@ -420,7 +420,8 @@ if __name__ == '__main__':
         torch.set_num_threads(threads)
     MODELS.update(load_models(models, pick_device(device)))
     try:  # spare threads answer /health, /v1/models and the 503s while every generation slot is taken
-        server = create_server(app, host=host, port=port, threads=max_generations + 4, connection_limit=max_connections,
+        # waitress's limit counts its own listening socket and wake-up pipe too: 2 more than the clients
+        server = create_server(app, host=host, port=port, threads=max_generations + 4, connection_limit=max_connections + 2,
                                channel_timeout=read_timeout, cleanup_interval=1, channel_request_lookahead=1,
                                max_request_body_size=4 * max_body_bytes, ident='minigpt-zh')
     except OSError as e:

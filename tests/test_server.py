@@ -400,6 +400,26 @@ def test_half_open_connection_is_closed_within_the_read_timeout(edge_server):
     assert READ_TIMEOUT - 0.5 < waited < READ_TIMEOUT + 4, waited
 
 
+def test_connections_past_the_cap_wait_until_one_closes(server, tmp_path):
+    """--max_connections: two idle clients hold both slots, a third is not served until one of them leaves."""
+    port = free_port()
+    args = ['server.py', f'--models=endless={FOLDERS["endless"]}', '--host=127.0.0.1', f'--port={port}', '--device=cpu',
+            '--max_connections=2', '--read_timeout=60']
+    with serving(args, f'http://127.0.0.1:{port}/health', tmp_path / 'server.log', env={'OMP_NUM_THREADS': '1'}):
+        time.sleep(0.5)  # the readiness check's own connection is closed by now
+        idle = [socket.create_connection(('127.0.0.1', port), timeout=10) for _ in range(2)]
+        try:
+            for sock in idle:
+                sock.sendall(b'GET /health HTTP/1.1\r\nHost: x\r\n')  # headers never finished
+            with pytest.raises(requests.exceptions.ReadTimeout):
+                requests.get(f'http://127.0.0.1:{port}/health', timeout=(5, 2))  # accepted by the OS, not the server
+            idle.pop().close()
+            assert requests.get(f'http://127.0.0.1:{port}/health', timeout=20).json()['status'] == 'ok'
+        finally:
+            for sock in idle:
+                sock.close()
+
+
 def test_generations_past_the_cap_get_503(edge_server):
     base, _ = edge_server
     body = {'prompt': 'hello', 'model': 'endless', 'max_new_tokens': 20000, 'temperature': 1.0}
