@@ -396,6 +396,31 @@ def test_a_battle_id_is_written_once(tmp_path, monkeypatch):
     assert path.read_text(encoding='utf-8').count('"battle_id"') == 2
 
 
+def test_a_vote_stands_when_the_leaderboard_fails_after_it(tmp_path, monkeypatch):
+    """The page's own vote handler: the vote is written once, and a board that cannot be computed says so."""
+    import gradio as gr
+    path = tmp_path / 'votes.jsonl'
+    monkeypatch.setattr(sample_gradio, 'CONTESTANTS', {n: {'name': n, 'url': 'http://127.0.0.1:1', 'kind': 'minigpt'}
+                                                       for n in ('甲', '乙')})
+    monkeypatch.setattr(sample_gradio, 'votes', str(path))
+    monkeypatch.setattr(sample_gradio, 'VOTED', set())
+
+    def broken_board():
+        raise RuntimeError('a font went missing')
+    monkeypatch.setattr(sample_gradio, 'board_view', broken_board)
+    demo = sample_gradio.build_page()
+    vote = next(f.fn for f in demo.fns.values() if f.name == 'vote')  # the first is 模型 A 更好
+    fight = {'id': 'battle-1', 'failed': False, 'names': ('甲', '乙'), 'secs': (1.25, 2.5), 'prompt': '北京##',
+             'params': {'temperature': 0.1}, 'answers': ('首都', '城市'), 'leaks': [], 'states': ['done', 'done']}
+    reveal, board, *buttons = vote(fight)
+    assert '已记录' in reveal and '模型 A 是 **甲**（用时 1.2 秒）' in reveal
+    assert board == '⚠️ 排行榜暂时算不出来（RuntimeError: a font went missing）；你的一票已经记下了。'
+    assert [json.loads(line)['battle_id'] for line in path.read_text(encoding='utf-8').splitlines()] == ['battle-1']
+    with pytest.raises(gr.Error, match='这一场已经投过票了'):
+        vote(fight)  # a second click, or a replayed API call
+    assert len(path.read_text(encoding='utf-8').splitlines()) == 1
+
+
 # ----------------------------------------------------------------------------- in a real browser
 CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
 FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
