@@ -97,7 +97,12 @@ def on_api_error(e):
 @app.errorhandler(HTTPException)  # unknown route, wrong method, body too large
 def on_http_error(e):
     kinds = {404: 'not_found_error', 405: 'method_not_allowed', 413: 'request_too_large'}
-    return error_body(e.code, f'{request.method} {request.path}: {e.description}', kinds.get(e.code, 'invalid_request_error'))
+    response = error_body(e.code, f'{request.method} {request.path}: {e.description}', kinds.get(e.code, 'invalid_request_error'))
+    if e.code == 413:  # a client that sent that much is not kept connected until the read timeout: WSGI may not
+        body = response.get_data()  # send Connection: close, but waitress closes after a body of unknown length
+        response.response, response.direct_passthrough = iter([body]), True
+        del response.headers['Content-Length']
+    return response
 
 
 @app.errorhandler(Exception)

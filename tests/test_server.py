@@ -400,6 +400,21 @@ def test_half_open_connection_is_closed_within_the_read_timeout(edge_server):
     assert READ_TIMEOUT - 0.5 < waited < READ_TIMEOUT + 4, waited
 
 
+def test_a_413_closes_the_connection(server):
+    """A client that sent too much gets its error object and is let go, not kept until the 30 s read timeout."""
+    port = int(server.rsplit(':', 1)[1])
+    body = BIG.encode()
+    with socket.create_connection(('127.0.0.1', port), timeout=10) as sock:
+        sock.sendall(b'POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                     + f'Authorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n\r\n'.encode() + body)
+        data = b''
+        while chunk := sock.recv(65536):  # a timeout here (10 s) means the server kept the connection open
+            data += chunk
+    head, _, rest = data.partition(b'\r\n\r\n')
+    assert head.startswith(b'HTTP/1.1 413 ') and b'\r\nConnection: close' in head, head
+    assert b'"type":"request_too_large"' in rest
+
+
 def test_connections_past_the_cap_wait_until_one_closes(server, tmp_path):
     """--max_connections: two idle clients hold both slots, a third is not served until one of them leaves."""
     port = free_port()
