@@ -132,7 +132,8 @@ def section_summary():
     if is_number(summary.get('f')):
         median = f", median {fmt(summary['median_f'])}" if is_number(summary.get('median_f')) else ''
         lines.append(f"- sft: Rouge-L F mean {fmt(summary['f'])}{median} on {fmt(summary.get('n'))} questions")
-    for label, name, what, path, summary in generations():
+    for label, name, what, path, report in generations():
+        summary = report.get('summary', {})
         if what == 'held-out questions' and is_number(summary.get('median_f')):
             lines.append(f"- {label}: Rouge-L F median {fmt(summary['median_f'])}, mean {fmt(summary.get('f'))} "
                          f"on {fmt(summary.get('n'))} {what}")
@@ -315,13 +316,13 @@ def section_rouge():
 
 
 def generations():
-    """(model, file, what, path, summary) of the GENERATIONS files that exist."""
+    """(model, file, what, path, its JSON) of the GENERATIONS files that exist."""
     folders, found = dict(models()), []
     for label, name, what in GENERATIONS:
         path = os.path.join(folders[label], name)
         report = load(path)
         if report is not None:
-            found.append((label, name, what, path, report.get('summary', {})))
+            found.append((label, name, what, path, report))
     return found
 
 
@@ -333,16 +334,18 @@ def section_generations():
     found = generations()
     if not found:
         return not_run(os.path.join(path_of(sft), 'rougeL_val.json'), 'evaluations-RougeL.py')
-    rows = [(f'{label}: {what} (`{path}`)', s.get('n'), s.get('median_f'), s.get('f'), s.get('stopped_at_eot_share'),
-             s.get('repeat_4gram_share'), s.get('repeat_4gram_3x_share'), s.get('distinct_2'), penalties(s))
-            for label, _, what, path, s in found]
+    rows = []
+    for label, _, what, path, report in found:
+        s = report.get('summary', {})
+        rows.append((f'{label}: {what} (`{path}`)', s.get('n'), s.get('median_f'), s.get('f'), s.get('stopped_at_eot_share'),
+                     s.get('repeat_4gram_share'), s.get('repeat_4gram_3x_share'), s.get('distinct_2'), penalties(s)))
     lines = ['Rouge-L where the prompt has a reference; "4 chars x2 / x3": share of outputs in which some 4 characters '
              'occur twice / three times or more.', '',
              *table(['evaluation', 'n', 'median F', 'mean F', 'stopped at EOT', '4 chars x2', '4 chars x3',
                      'distinct-2', 'penalties'], rows)]
-    for label, name, what, path, _ in found:
+    for label, name, what, path, report in found:
         if name == 'examples.json':
-            items = load(path).get('items', [])[:listed]
+            items = report.get('items', [])[:listed]
             lines += [f'**{label}: {what}** (first {len(items)} of `{path}`)', '',
                       *table(['prompt', 'reference', 'prediction'],
                              [(i.get('prompt'), i.get('reference'), i.get('prediction')) for i in items])]
