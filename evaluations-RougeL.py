@@ -81,17 +81,20 @@ def rouge_l(scorer, reference, prediction):
 def read_csv_items(path):
     """[{id, prompt, reference}] from a CSV with a prompt column (reference may be empty: not scored)."""
     with open(path, encoding='utf-8', newline='') as f:
-        reader = csv.DictReader(f)
-        if 'prompt' not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: no 'prompt' column (found {reader.fieldnames})")
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if 'prompt' not in (header or []):
+            raise ValueError(f"{path}: no 'prompt' column (found {header})")
         items = []
-        for row in reader:  # a row with a field too many or too few would shift its columns silently
-            if None in row or None in row.values():
-                fields = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
-                raise ValueError(f"{path}:{reader.line_num}: {fields} fields, the header has "
-                                 f"{len(reader.fieldnames)} ({','.join(reader.fieldnames)})")
+        for values in reader:
+            if not values:
+                continue  # a blank line
+            if len(values) != len(header):  # a field too many or too few would shift the columns silently
+                raise ValueError(f"{path}:{reader.line_num}: {len(values)} fields, the header has {len(header)} "
+                                 f"({','.join(header)})")
+            row = dict(zip(header, values))
             if row['prompt'].strip():
-                items.append({'id': len(items), 'prompt': row['prompt'], 'reference': (row.get('reference') or '').strip()})
+                items.append({'id': len(items), 'prompt': row['prompt'], 'reference': row.get('reference', '').strip()})
     if not items:
         raise ValueError(f"{path}: no prompts")
     return items
