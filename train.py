@@ -77,7 +77,7 @@ lr_decay_iters = 20000  # cosine decay to min_lr by here (capped at max_iters)
 min_lr = 6e-5  # ~ learning_rate / 10
 # system
 device = 'auto'  # 'auto' (cuda, mps, cpu), or 'cpu', 'cuda', 'cuda:1', 'mps'
-dtype = 'bfloat16'  # GPU autocast: 'bfloat16' or 'float16'; CPU and MPS always train in float32
+dtype = 'bfloat16'  # autocast: 'bfloat16' (CUDA, CPU) or 'float16' (CUDA); 'float32' none; MPS always float32
 compile = True  # torch.compile the model (PyTorch 2)
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if k.islower() and not k.startswith('_') and isinstance(v, (int, float, bool, str))]
@@ -128,9 +128,8 @@ def check_settings():
         ('dropout', 0 <= dropout < 1, 'at least 0 and below 1'),
         ('learning_rate', 0 < learning_rate < math.inf, 'above 0 and finite'),
         ('min_lr', 0 <= min_lr <= learning_rate, f'between 0 and learning_rate={learning_rate}'),
-        # with --epochs the length comes from the data, and a warmup longer than a short run is left to it
-        ('warmup_iters', 0 <= warmup_iters and (epochs > 0 or warmup_iters <= max_iters),
-         f'between 0 and max_iters={max_iters} (the learning rate would never reach its peak)'),
+        # a warmup or decay longer than the run is clamped to max_iters below (a short trial of a long config)
+        ('warmup_iters', warmup_iters >= 0, 'at least 0'),
         ('lr_decay_iters', lr_decay_iters >= warmup_iters, f'at least warmup_iters={warmup_iters}'),
         ('weight_decay', 0 <= weight_decay < math.inf, 'at least 0'),
         ('beta1', 0 <= beta1 < 1, 'at least 0 and below 1'),
@@ -184,12 +183,13 @@ accum_steps = gradient_accumulation_steps // world_size
 device_type = 'cuda' if device.startswith('cuda') else device.split(':')[0]
 if device_type == 'cuda' and dtype == 'bfloat16' and not torch.cuda.is_bf16_supported():
     dtype = 'float16'  # older GPUs
-if device_type != 'cuda':
-    dtype = 'float32'  # autocast on a CPU is slower than float32 and gains nothing here
+if device_type == 'mps' or (device_type == 'cpu' and dtype == 'float16'):
+    dtype = 'float32'  # no loss scaling off CUDA; a CPU runs bfloat16 autocast as asked (the CPU configs say float32)
 torch.manual_seed(seed + rank)
-torch.backends.cuda.matmul.allow_tf32 = True
-torch.backends.cudnn.allow_tf32 = True
-ctx = torch.autocast(device_type='cuda', dtype=getattr(torch, dtype)) if dtype != 'float32' else nullcontext()
+if device_type == 'cuda':  # TF32 matmuls: Ampere and later GPUs only
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+ctx = torch.autocast(device_type=device_type, dtype=getattr(torch, dtype)) if dtype != 'float32' else nullcontext()
 
 # ----------------------------------------------------------------------------- model
 data_dir = data_dir or os.path.join('data', dataset)
@@ -253,7 +253,12 @@ except (FileNotFoundError, ValueError) as e:
 n_train = len(data['train'])
 if epochs > 0:
     max_iters = math.ceil(epochs * n_train / (batch_size * gradient_accumulation_steps))
-lr_decay_iters = min(lr_decay_iters, max_iters)
+# A config's warmup fits its own length; a shorter run (--max_iters=20 to try a config) fits it to its own, as
+# gradient_accumulation_steps is fitted to the processes above, and says so. The decay always ends by max_iters.
+if warmup_iters > max_iters and master:
+    print(f"note: warmup_iters={warmup_iters} is more than max_iters={max_iters}; using {max_iters} "
+          f"(and lr_decay_iters={max_iters})")
+warmup_iters, lr_decay_iters = min(warmup_iters, max_iters), min(lr_decay_iters, max_iters)
 tokens_per_iter = batch_size * (block_size - 1) * gradient_accumulation_steps  # trained positions, all processes
 lengths = data_utils.row_lengths(data['train'], tok.pad) if sample_mode == 'bucket' else None
 order = data_utils.RowOrder(n_train, seed, rank, world_size, lengths, batch_size) if sample_mode != 'random' else None

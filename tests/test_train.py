@@ -15,7 +15,7 @@ from tokenizer import get_tokenizer
 
 TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32',
         '--batch_size=4', '--gradient_accumulation_steps=1', '--learning_rate=1e-2', '--min_lr=1e-3',
-        '--warmup_iters=5', '--eval_iters=2', '--seed=7']
+        '--warmup_iters=5', '--eval_iters=2', '--seed=7', '--dtype=float32']
 LOG_KEYS = {'iter', 'split', 'loss', 'lr', 'tokens', 'elapsed'}
 ONE_THREAD = {'OMP_NUM_THREADS': '1'}  # on a shared 2-core machine, more threads only spin against each other
 
@@ -266,6 +266,44 @@ def test_a_diverged_run_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_p
     # and the run goes on from it with a sane rate
     train([f'--data_dir={data_dir}', f'--out_dir={out}', '--init_from=resume', '--max_iters=12'])
     assert all(np.isfinite(l['loss']) for l in read_log(out))
+
+
+@pytest.mark.slow  # runs train.py
+def test_a_warmup_longer_than_the_run_is_fitted_to_it_with_a_note(data_dir, tmp_path):
+    """A short trial of a long config (--max_iters=3 with warmup_iters=30): the warmup ends at max_iters, said once."""
+    proc = train([f'--data_dir={data_dir}', f'--out_dir={tmp_path}', '--max_iters=3', '--warmup_iters=30',
+                  '--lr_decay_iters=40', '--eval_interval=3', '--log_interval=1'])
+    assert proc.stdout.count('note: warmup_iters=30 is more than max_iters=3; using 3 (and lr_decay_iters=3)') == 1
+    lrs = [l['lr'] for l in read_log(tmp_path) if l['split'] == 'train']
+    assert lrs == pytest.approx([1e-2 * 1 / 4, 1e-2 * 2 / 4, 1e-2 * 3 / 4])  # a linear warmup over the 3 steps
+    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert ckpt['config']['warmup_iters'] == 3 and ckpt['config']['lr_decay_iters'] == 3
+
+
+@pytest.mark.slow  # compiling takes about a minute on 2 cores (less once inductor's cache holds the graphs)
+def test_the_gpu_configs_settings_run_on_a_cpu(data_dir, tmp_path):
+    """
+    What config/train_config.py asks beyond the CPU config, on a CPU: torch.compile (inductor's C++ backend) and
+    bfloat16 autocast. A few iterations, a resume that continues them, then the checkpoint generates.
+    """
+    from engine import generate_ids
+    out = str(tmp_path / 'out')
+    args = [f'--data_dir={data_dir}', f'--out_dir={out}', '--compile=True', '--dtype=bfloat16', '--n_layer=1',
+            '--eval_interval=3', '--log_interval=1']
+    first = train([*args, '--max_iters=3'])
+    assert 'compiling the model' in first.stdout and 'device cpu, bfloat16' in first.stdout
+    resumed = train([*args, '--max_iters=6', '--init_from=resume'])
+    assert 'resuming at iteration 3' in resumed.stdout
+    lines = read_log(out)
+    assert [l['iter'] for l in lines if l['split'] == 'train'] == [1, 2, 3, 4, 5, 6]
+    val = [l['loss'] for l in lines if l['split'] == 'val']
+    assert len(val) == 3 and val[-1] < val[0] - 0.5, val  # it learns in bfloat16
+    ckpt = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
+    assert ckpt['iter_num'] == 6 and not any(k.startswith('_orig_mod.') for k in ckpt['model'])
+    assert all(v.dtype == torch.float32 for v in ckpt['model'].values())  # autocast keeps float32 weights
+    model = load_checkpoint(out)[0]
+    ids = list(generate_ids(model, GPT2.encode('北京'), max_new_tokens=5, temperature=0))
+    assert 1 <= len(ids) <= 5 and all(0 <= i < GPT2.n_vocab for i in ids)
 
 
 def readme_command(pattern):
