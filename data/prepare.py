@@ -162,7 +162,13 @@ def prepare(input_dir, out_dir, block_size, val_fraction, n_workers, strict, tok
         raise ValueError(f"--workers={n_workers}, --chunk_size={chunk_size}: both must be at least 1")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out_dir={out_dir}: a file is in the way; the rows and meta.json go into a folder")
-    tok = get_tokenizer(tokenizer)  # fails here, before any work, if the tokenizer is missing or tampered with
+    if tokenizer != 'gpt2' and not os.path.exists(tokenizer):  # the usual first run on a new corpus
+        raise FileNotFoundError(
+            f"no tokenizer at --tokenizer={tokenizer}: train one on this corpus with "
+            f"python data/train_tokenizer.py --input_dir={input_dir} --out_dir={tokenizer} "
+            f"(seconds on a few million characters), or use GPT-2's BPE with --tokenizer=gpt2 "
+            f"(nothing to train, 2-3 tokens per Chinese character)")
+    tok = get_tokenizer(tokenizer)  # fails here, before any work, if the tokenizer is incomplete or tampered with
     if tok.n_vocab > 65535:
         raise ValueError(f"{tok.describe()}: ids do not fit in uint16")
     files = find_jsonl(input_dir)

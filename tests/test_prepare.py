@@ -284,6 +284,24 @@ def test_bad_options_are_clear_errors(tmp_path):
     assert 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow  # three scripts run
+def test_a_corpus_without_a_tokenizer_yet_is_told_both_ways_and_both_work(tmp_path):
+    """The first prepare.py on a new corpus: the message gives train_tokenizer's command, as run, and --tokenizer=gpt2."""
+    write_jsonl(str(tmp_path / 'my_corpus' / 'a.jsonl'), GOOD * 3)
+    proc = run_script([PREPARE, '--input_dir=my_corpus', '--block_size=24'], cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and proc.stdout == ''
+    assert proc.stderr == ("error: no tokenizer at --tokenizer=data/tokenizer: train one on this corpus with python "
+                           "data/train_tokenizer.py --input_dir=my_corpus --out_dir=data/tokenizer (seconds on a few "
+                           "million characters), or use GPT-2's BPE with --tokenizer=gpt2 (nothing to train, 2-3 "
+                           "tokens per Chinese character)\n")
+    script, *args = proc.stderr.split('with python ')[1].split(' (')[0].split()
+    run_script([os.path.join(ROOT, script), *args, '--vocab_size=300'], cwd=tmp_path)  # the command, as printed
+    run_script([PREPARE, '--input_dir=my_corpus', '--block_size=24'], cwd=tmp_path)
+    assert json.loads((tmp_path / 'data' / 'sample' / 'meta.json').read_text())['tokenizer']['kind'] == 'trained'
+    run_script([PREPARE, '--input_dir=my_corpus', '--block_size=24', '--tokenizer=gpt2', '--dataset=g'], cwd=tmp_path)
+    assert json.loads((tmp_path / 'data' / 'g' / 'meta.json').read_text())['tokenizer']['kind'] == 'gpt2'
+
+
 def test_exact_rows_with_a_trained_tokenizer(tmp_path, trained_tokenizer):
     """The same 。 cut, EOT and PAD with a trained tokenizer's ids; meta.json says which tokenizer and where."""
     tok = get_tokenizer(trained_tokenizer)
