@@ -94,17 +94,29 @@ def ranks_text(ranks):
 
 
 def parse_ranks(text, where):
+    """
+    bytes -> rank from tiktoken's format, checked as tiktoken needs it: tiktoken's Rust core panics (an exception
+    that `except Exception` does not catch) on text with a byte that has no token, so a byte-level BPE must hold
+    all 256 single bytes, and ranks 0..n-1 once each.
+    """
     ranks = {}
     for line_no, line in enumerate(text.splitlines(), 1):
         if not line:
             continue
         try:
             token, rank = line.split()
-            ranks[base64.b64decode(token, validate=True)] = int(rank)
+            token, rank = base64.b64decode(token, validate=True), int(rank)
         except ValueError as e:
             raise ValueError(f"{where}:{line_no}: not a 'base64(token) rank' line ({e})")
+        if token in ranks:
+            raise ValueError(f"{where}:{line_no}: token {token!r} has a rank already ({ranks[token]})")
+        ranks[token] = rank
     if sorted(ranks.values()) != list(range(len(ranks))):
         raise ValueError(f"{where}: ranks are not 0..{len(ranks) - 1}, each once")
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:
+        raise ValueError(f"{where}: {len(missing)} of the 256 single bytes have no token (the first: "
+                         f"0x{missing[0]:02x}); a byte-level BPE needs all of them to encode any text")
     return ranks
 
 
@@ -164,6 +176,10 @@ def get_tokenizer(source='gpt2'):
     """
     if isinstance(source, dict):
         kind = source.get('kind') or source.get('encoding')  # 'encoding': checkpoints from before trained tokenizers
+        for field in ('name', 'ranks_sha256') if kind == 'trained' else ():  # GPT-2's ranks are known without them
+            if not isinstance(source.get(field), str):
+                raise ValueError(f"the trained tokenizer's facts have no {field!r} field (a string): "
+                                 f"which ranks made these ids is unknown")
         if kind == 'gpt2':
             tok = gpt2()
             if source.get('ranks_sha256', tok.ranks_sha256) != tok.ranks_sha256:

@@ -79,12 +79,14 @@ def compression(tok, texts, block_size):
 
 def train_tokenizer(input_dir, out_dir, vocab_size, pattern='gpt2', name='', max_chars=10 ** 9,
                     val_fraction=0.01, block_size=256):
-    """Trains, writes the two files (under temporary names, then renamed) and returns the tokenizer.json dict."""
+    """Trains, writes the two files (both under temporary names, then renamed) and returns the tokenizer.json dict."""
     import rustbpe
     from tqdm import tqdm
     if not 258 <= vocab_size <= 65535:
         raise ValueError(f"--vocab_size={vocab_size}: needs 256 byte tokens + 2 specials at least, and at most "
                          f"65,535 ids so that ids and PAD fit in uint16")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out_dir={out_dir}: a file is in the way; the tokenizer's two files go into a folder")
     if pattern not in PATTERNS:
         raise ValueError(f"--pattern={pattern!r}: known patterns are {', '.join(PATTERNS)}")
     files = find_jsonl(input_dir)
@@ -115,10 +117,6 @@ def train_tokenizer(input_dir, out_dir, vocab_size, pattern='gpt2', name='', max
               'trained_on': {'input_dir': input_dir, 'files': [os.path.relpath(p, input_dir).replace(os.sep, '/') for p in files],
                              'articles': counted['articles'], 'chars': counted['chars'], 'max_chars': max_chars,
                              'val_fraction': val_fraction}}
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, RANKS_FILE + '.tmp'), 'w', encoding='utf-8', newline='\n') as f:
-        f.write(text)
-    os.replace(os.path.join(out_dir, RANKS_FILE + '.tmp'), os.path.join(out_dir, RANKS_FILE))
     tok = Tokenizer('trained', config['name'], ranks, config['ranks_sha256'], pattern, path=os.path.abspath(out_dir))
     measured_on = val_texts or None
     if measured_on is None:
@@ -127,18 +125,38 @@ def train_tokenizer(input_dir, out_dir, vocab_size, pattern='gpt2', name='', max
     config['compression'] = {'measured_on': 'val' if val_texts else 'train', 'block_size': block_size,
                              'gpt2': compression(get_tokenizer('gpt2'), measured_on, block_size),
                              'trained': compression(tok, measured_on, block_size)}
-    with open(os.path.join(out_dir, CONFIG_FILE + '.tmp'), 'w', encoding='utf-8', newline='\n') as f:
-        json.dump(config, f, ensure_ascii=False, indent=2)
-        f.write('\n')
-    os.replace(os.path.join(out_dir, CONFIG_FILE + '.tmp'), os.path.join(out_dir, CONFIG_FILE))
+    config_text = json.dumps(config, ensure_ascii=False, indent=2) + '\n'
+    write_pair(out_dir, {RANKS_FILE: text, CONFIG_FILE: config_text})
     return config
+
+
+def write_pair(out_dir, files):
+    """
+    Writes {name: text} into out_dir as a pair: every file in full under a temporary name first, then the renames
+    back to back. A failure or a kill while writing leaves the previous tokenizer whole, never new ranks beside
+    the old tokenizer.json (a folder every reader refuses, its old ranks lost).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = {name: os.path.join(out_dir, name + '.tmp') for name in files}
+    try:
+        for name, text in files.items():
+            with open(tmp[name], 'w', encoding='utf-8', newline='\n') as f:  # the same bytes on Windows
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        for name in files:
+            os.replace(tmp[name], os.path.join(out_dir, name))
+    finally:
+        for path in tmp.values():
+            if os.path.exists(path):
+                os.remove(path)
 
 
 def main():
     t0 = time.time()
     try:
         config = train_tokenizer(input_dir, out_dir, vocab_size, pattern, name, max_chars, val_fraction, block_size)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: a full disk, a folder we may not write
         sys.exit(f"error: {e}")
     c = config['compression']
     g, t = c['gpt2'], c['trained']

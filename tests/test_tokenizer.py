@@ -1,4 +1,4 @@
-"""tokenizer.py and data/train_tokenizer.py (DESIGN.md §1): exact ids, round trips, hashes, one loader only."""
+"""tokenizer.py and data/train_tokenizer.py: exact ids, round trips, hashes, one loader only (README: Formats)."""
 import ast
 import json
 import os
@@ -7,7 +7,8 @@ import shutil
 import pytest
 
 from conftest import A_TOKEN, EOT_TOKEN, GPT2, N_VOCAB, PAD_TOKEN, ROOT, run_script, train_test_tokenizer, write_jsonl
-from tokenizer import GPT2_RANKS_PATH, GPT2_RANKS_SHA256, get_tokenizer, gpt2, same_tokenizer
+from tokenizer import (CONFIG_FILE, GPT2_RANKS_PATH, GPT2_RANKS_SHA256, RANKS_FILE, get_tokenizer, gpt2, ranks_text,
+                       same_tokenizer, sha256_text)
 
 MIXED = [
     '北京是中国的首都。北京有很多名胜古迹。',
@@ -172,3 +173,85 @@ def test_no_script_calls_tiktoken_get_encoding():
             offenders += [f"{os.path.relpath(path, ROOT)}:{line}" for line in _downloading_calls(source)]
     assert checked >= 5  # the walk really saw the project
     assert offenders == [], f"use tokenizer.get_tokenizer() instead of tiktoken's downloader: {offenders}"
+
+
+def train_tokenizer_module():
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, 'data'))
+    import train_tokenizer
+    return train_tokenizer
+
+
+@pytest.mark.parametrize('failure', ['report', 'second_file'])
+def test_a_failure_between_the_two_files_keeps_the_previous_tokenizer(tmp_path, monkeypatch, failure):
+    """A retrain that dies after the ranks are made (in the report, or writing tokenizer.json) changes nothing."""
+    tt = train_tokenizer_module()
+    folder = tmp_path / 'tok'
+    old = train_test_tokenizer(folder, vocab_size=300)
+    before = {name: (folder / name).read_bytes() for name in (RANKS_FILE, CONFIG_FILE)}
+    if failure == 'report':  # a kill (KeyboardInterrupt stands in for it) while the report is measured
+        def killed(*args):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(tt, 'compression', killed)
+    else:  # a full disk when the second file is written
+        def full_disk(path, *args, **kwargs):
+            if str(path).endswith(CONFIG_FILE + '.tmp'):
+                raise OSError(28, 'No space left on device')
+            return open(path, *args, **kwargs)
+        monkeypatch.setattr(tt, 'open', full_disk, raising=False)
+    with pytest.raises((KeyboardInterrupt, OSError)):
+        train_test_tokenizer(folder, vocab_size=320, corpus=folder / 'corpus')
+    assert sorted(os.listdir(folder)) == ['corpus', CONFIG_FILE, RANKS_FILE]  # no temporary file left
+    assert {name: (folder / name).read_bytes() for name in before} == before
+    assert get_tokenizer(str(folder)).facts() == old.facts()
+    monkeypatch.undo()
+    assert get_tokenizer(str(train_test_tokenizer(folder, vocab_size=320, corpus=folder / 'corpus').path)).n_vocab == 320
+
+
+@pytest.mark.slow  # runs the script
+def test_an_out_dir_that_is_a_file_is_one_line(tmp_path):
+    corpus = write_jsonl(str(tmp_path / 'corpus' / 'a.jsonl'), MIXED)
+    proc = run_script(['data/train_tokenizer.py', f'--input_dir={os.path.dirname(corpus)}', '--out_dir=README.md',
+                       '--vocab_size=300'], check=False)
+    assert proc.returncode == 1 and proc.stderr == ("error: --out_dir=README.md: a file is in the way; the "
+                                                    "tokenizer's two files go into a folder\n"), proc.stderr
+
+
+def write_tokenizer_folder(folder, text, name='hand-made'):
+    """A tokenizer folder whose tokenizer.json agrees with its ranks text (sha256 and ids), whatever it holds."""
+    os.makedirs(folder, exist_ok=True)
+    (folder / RANKS_FILE).write_text(text, encoding='utf-8')
+    m = len(text.splitlines())
+    config = {'name': name, 'kind': 'trained', 'pattern': 'gpt2', 'ranks_sha256': sha256_text(text),
+              'eot_token': m, 'a_token': m + 1, 'n_vocab': m + 2}
+    (folder / CONFIG_FILE).write_text(json.dumps(config), encoding='utf-8')
+    return str(folder)
+
+
+@pytest.mark.slow  # runs prepare.py too
+def test_ranks_without_every_byte_are_refused_not_a_rust_panic(tmp_path):
+    byte_level = {bytes([b]): b for b in range(256)}
+    whole = get_tokenizer(write_tokenizer_folder(tmp_path / 'whole', ranks_text({**byte_level, '北'.encode(): 256})))
+    assert whole.decode(whole.encode('北京!')) == '北京!' and whole.n_vocab == 259
+    ranks = {t: (r if r < 0x21 else r - 1) for t, r in byte_level.items() if t != b'!'}  # '!' dropped, renumbered
+    folder = write_tokenizer_folder(tmp_path / 'no_bang', ranks_text(ranks))
+    with pytest.raises(ValueError) as e:
+        get_tokenizer(folder)
+    assert str(e.value) == (f"{folder}/{RANKS_FILE}: 1 of the 256 single bytes have no token (the first: 0x21); "
+                            f"a byte-level BPE needs all of them to encode any text")
+    proc = run_script(['data/prepare.py', f'--tokenizer={folder}', f'--input_dir={tmp_path}'], check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr and '0x21' in proc.stderr, proc.stderr
+    twice = write_tokenizer_folder(tmp_path / 'twice', ranks_text(byte_level) + ranks_text({b'!': 256}))
+    with pytest.raises(ValueError, match=r"tokenizer.tiktoken:257: token b'!' has a rank already \(33\)"):
+        get_tokenizer(twice)
+
+
+@pytest.mark.parametrize('field', ['ranks_sha256', 'name'])
+def test_facts_without_a_field_name_it(trained_tokenizer, field):
+    facts = get_tokenizer(trained_tokenizer).for_checkpoint()
+    del facts[field]
+    with pytest.raises(ValueError, match=f"the trained tokenizer's facts have no '{field}' field"):
+        get_tokenizer(facts)
+    del facts['ranks']  # then rebuilt from its folder
+    with pytest.raises(ValueError, match=f"the trained tokenizer's facts have no '{field}' field"):
+        get_tokenizer(dict(facts, path=trained_tokenizer))
