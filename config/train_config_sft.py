@@ -18,5 +18,5 @@ weight_decay = 0.0  # few rows, few steps: nothing to regularise against
 eval_interval = 200
 eval_iters = 20
 log_interval = 10
-dtype = 'bfloat16'  # autocast; on a CPU too (slower there than float32 on most CPUs: the CPU configs say float32)
+dtype = 'bfloat16'  # autocast, on a CPU too (tests/bench/bench_train.py --dtype=... measures which is faster there)
 compile = False  # a short run: compiling costs more than it saves
