@@ -1,116 +1,18 @@
 """
-What every stage shares about data: the article reader and cleaner, the train/val split, the prepared
-.bin rows and the loss masks (DESIGN.md §2). Token ids belong to tokenizer.py.
+What every stage shares about prepared data: the .bin rows and meta.json (README: Formats), how they are
+written and read, the loss masks and the batches. Reading the corpus is corpus.py's; token ids, tokenizer.py's.
 
-    from data_utils import iter_articles, init_data, get_batch
+    from data_utils import init_data, get_batch, write_prepared
 """
-import codecs
-import hashlib
+import contextlib
 import json
 import os
-import re
-import sys
 
 import numpy as np
 
+# the corpus reader lives in corpus.py; these names stay importable from here until every caller imports corpus
+from corpus import clean_article, find_jsonl, in_val, iter_articles, jsonl_objects  # noqa: F401
 from tokenizer import get_tokenizer
-
-
-# ----------------------------------------------------------------------------- articles
-
-# markup and the empty brackets the encyclopedia dump leaves where links and templates were removed
-_LEFTOVERS = re.compile(r'<[^>]{0,50}>|（[;；,，、\s]*）|\([;；,，、\s]*\)|《\s*》|【|】')
-
-
-def clean_article(text):
-    """The seed's cleaning: drop a leading title (text before the first blank line), newlines and leftovers."""
-    text = text.strip()
-    head, sep, rest = text.partition('\n\n')
-    if sep and rest.strip() and '。' not in head:
-        text = rest
-    text = re.sub(r'\s*\n\s*', '', text)
-    return _LEFTOVERS.sub('', text).strip()
-
-
-def in_val(cleaned, val_fraction):
-    """The split of an article, by a hash of its cleaned text: reruns agree, and duplicates never straddle it."""
-    digest = hashlib.sha256(cleaned.encode('utf-8', 'surrogatepass')).digest()
-    return int.from_bytes(digest[:8], 'big') < val_fraction * 2 ** 64
-
-
-def find_jsonl(input_dir):
-    """
-    Every *.jsonl below input_dir, in a stable order (so article ids and splits are reproducible). Links are
-    followed, but each real folder is walked and each real file listed once: a link back up the tree (a loop)
-    or a second link to the same file would otherwise read the same articles many times. Hidden names are
-    skipped, as a shell's * does.
-    """
-    if not os.path.isdir(input_dir):
-        raise FileNotFoundError(f"{input_dir}: no such folder")
-    seen_dirs, seen_files, found = set(), set(), []
-    for folder, dirs, files in os.walk(input_dir, followlinks=True):
-        if os.path.realpath(folder) in seen_dirs:
-            dirs[:] = []
-            continue
-        seen_dirs.add(os.path.realpath(folder))
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-        found += [os.path.join(folder, f) for f in files if f.endswith('.jsonl') and not f.startswith('.')]
-    unique = []
-    for path in sorted(found):
-        if os.path.isfile(path) and os.path.realpath(path) not in seen_files:  # a dangling link is no file
-            seen_files.add(os.path.realpath(path))
-            unique.append(path)
-    return unique
-
-
-def jsonl_objects(path):
-    """
-    Yields (line_no, record, problem) for each non-blank line of a JSONL file, streaming: record is the
-    line's JSON object, or None and problem = (reason, detail) with reason 'non_utf8' or 'malformed'.
-    Each caller decides whether a problem is skipped, counted or fatal, and checks its own fields.
-    """
-    with open(path, 'rb') as f:
-        for line_no, raw in enumerate(f, 1):
-            if line_no == 1 and raw.startswith(codecs.BOM_UTF8):  # Windows editors start UTF-8 files with one
-                raw = raw[len(codecs.BOM_UTF8):]
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode('utf-8'))
-            except UnicodeDecodeError as e:
-                yield line_no, None, ('non_utf8', f'not UTF-8 ({e.reason} at byte {e.start})')
-            except json.JSONDecodeError as e:
-                yield line_no, None, ('malformed', f'not JSON ({e.msg}, column {e.colno})')
-            else:
-                if isinstance(record, dict):
-                    yield line_no, record, None
-                else:
-                    yield line_no, None, ('malformed', 'expected a JSON object')
-
-
-def iter_articles(input_dir, skipped=None, strict=False):
-    """
-    Yields (article_id, path, line_no, raw_text) for every {"text": ...} line below input_dir, streaming.
-    article_id counts the good records in file order; it is the id sft_generate.py writes.
-    A bad line is reported as path:line on stderr and counted in `skipped` by reason
-    ('malformed', 'non_utf8'); strict=True makes it a ValueError instead.
-    """
-    article_id = 0
-    for path in find_jsonl(input_dir):
-        for line_no, record, problem in jsonl_objects(path):
-            if record is not None and not isinstance(record.get('text'), str):
-                problem = ('malformed', 'no "text" string field')
-            if problem:
-                reason, detail = problem
-                message = f"{path}:{line_no}: {detail}"
-                if strict:
-                    raise ValueError(message)
-                print(f"skipped {message}", file=sys.stderr)
-                if skipped is not None:
-                    skipped[reason] = skipped.get(reason, 0) + 1
-                continue
-            yield article_id, path, line_no, record['text']
-            article_id += 1
 
 
 # ----------------------------------------------------------------------------- prepared rows
@@ -197,28 +99,61 @@ def check_ids(rows, path, pad):
                              f"with another tokenizer; prepare the data again")
 
 
-def finish_prepared(out_dir, meta, splits=('train', 'val')):
+def write_prepared(out_dir, write_rows, splits=('train', 'val')):
     """
-    The last step of a prepare run: out_dir/{split}.bin.tmp are written; this writes meta.json.tmp, syncs
-    them all, and renames them into place. The old meta.json goes first and the new one comes last, so in
-    between a reader finds no meta and refuses: a killed run never leaves .bin files a reader accepts.
+    Writes a prepared dataset into out_dir and returns its meta dict. write_rows(files) writes each split's rows
+    into files[split] (open 'w+b', under a temporary name) and returns the meta dict. Then meta.json.tmp is
+    written, all are synced and renamed into place: the old meta.json goes first and the new one comes last, so
+    in between a reader finds no meta.json and refuses; a failed or killed run never leaves .bin files a reader
+    accepts, and no temporary file is left behind (a stale one from a killed run is overwritten, never read).
     """
-    names = [f'{split}.bin' for split in splits] + ['meta.json']
-    with open(os.path.join(out_dir, 'meta.json.tmp'), 'w', encoding='utf-8', newline='\n') as f:  # same bytes on Windows
-        json.dump(meta, f, ensure_ascii=False, indent=2)
-        f.write('\n')
-    for name in names:
-        with open(os.path.join(out_dir, name + '.tmp'), 'r+b') as f:  # Windows syncs only a file open for writing
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out_dir={out_dir}: a file is in the way; the rows and meta.json go into a folder")
+    os.makedirs(out_dir, exist_ok=True)
+    names = [f'{split}.bin' for split in splits] + ['meta.json']  # meta.json last
+    tmp = {name: os.path.join(out_dir, name + '.tmp') for name in names}
+    try:
+        with contextlib.ExitStack() as stack:
+            files = {split: stack.enter_context(open(tmp[f'{split}.bin'], 'w+b')) for split in splits}
+            meta = write_rows(files)
+            for f in files.values():
+                f.flush()
+                os.fsync(f.fileno())
+        with open(tmp['meta.json'], 'w', encoding='utf-8', newline='\n') as f:  # the same bytes on Windows
+            json.dump(meta, f, ensure_ascii=False, indent=2)
+            f.write('\n')
+            f.flush()
             os.fsync(f.fileno())
-    if os.path.exists(os.path.join(out_dir, 'meta.json')):
-        os.remove(os.path.join(out_dir, 'meta.json'))
-    for name in names:
-        os.replace(os.path.join(out_dir, name + '.tmp'), os.path.join(out_dir, name))
+        if os.path.exists(os.path.join(out_dir, 'meta.json')):
+            os.remove(os.path.join(out_dir, 'meta.json'))
+        for name in names:
+            os.replace(tmp[name], os.path.join(out_dir, name))
+    finally:
+        for path in tmp.values():
+            if os.path.exists(path):
+                os.remove(path)
+    return meta
+
+
+def tokenizer_record(tok, data_dir):
+    """
+    What meta.json says of the tokenizer: its facts, and a trained one's folder relative to data_dir, so that
+    moving the project (or the data and tokenizer folders together) keeps the data readable.
+    """
+    path = tok.path
+    if path is not None:
+        try:
+            path = os.path.relpath(path, data_dir).replace(os.sep, '/')
+        except ValueError:  # Windows: another drive has no relative path
+            pass
+    return dict(tok.facts(), path=path)
 
 
 def data_tokenizer(meta, data_dir):
     """The tokenizer a dataset was made with, from its meta.json (and, for a trained one, the folder it names)."""
     facts = meta.get('tokenizer') or {k: meta[k] for k in ('encoding', 'ranks_sha256') if k in meta}  # older metas
+    if isinstance(facts.get('path'), str) and not os.path.isabs(facts['path']):  # older metas: absolute paths
+        facts = dict(facts, path=os.path.normpath(os.path.join(data_dir, facts['path'])))
     try:
         return get_tokenizer(facts)
     except (ValueError, FileNotFoundError) as e:
@@ -234,8 +169,8 @@ def pretrain_mask(y, eot):
 def sft_mask(y, a_token, eot):
     """
     1 on answer-token targets and on the first EOT target, so the model learns to stop;
-    0 on the question, on the A_TOKEN target and after the first EOT. The seed masked from each EOT
-    inclusive, so its models never learned to end an answer.
+    0 on the question, on the A_TOKEN target and after the first EOT. The first EOT is learned, or a model
+    never learns to end an answer.
     """
     import torch
     seen_a = torch.cumsum((y == a_token).int(), dim=-1)

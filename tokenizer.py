@@ -11,7 +11,7 @@ Everything about token ids: which tokenizer a dataset or a checkpoint speaks, an
 Two kinds, both run by tiktoken:
 - gpt2: GPT-2's ranks (data/gpt2.tiktoken, from the openai-whisper==20250625 sdist; tiktoken.get_encoding('gpt2')
   would download them and fails offline). eot = 50256 ('<|endoftext|>'); the answer separator is GPT-2's own
-  token '##' (2235), which the seed used; pad = 50257.
+  token '##' (2235); pad = 50257.
 - trained: M mergeable ranks trained by rustbpe on the user's corpus, then the specials '<|endoftext|>' = M
   (eot) and '<|answer|>' = M+1 (a_token); n_vocab = M+2, pad = M+2. Users still end a question with '##'
   (engine.encode_prompt turns it into a_token), and ordinary text can never encode to a special.

@@ -22,7 +22,7 @@ Fine-tune a trained model (its shape comes from its checkpoint), e.g. on SFT row
 $ python train.py config/train_config_sft.py --init_from=out/pretrain
 
 The kind of rows (pretrain or sft, hence the loss mask) comes from data_dir/meta.json.
-Writes out_dir/ckpt.pt and out_dir/log.jsonl (DESIGN.md §4); visualize.py plots the log.
+Writes out_dir/ckpt.pt and out_dir/log.jsonl (README: Formats); visualize.py plots the log.
 """
 import ast
 import glob
@@ -97,7 +97,7 @@ def given_settings(argv):
     return names
 
 
-def get_lr(it):
+def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
     """Linear warmup, then cosine decay from learning_rate to min_lr at lr_decay_iters, then min_lr."""
     if it < warmup_iters:
         return learning_rate * (it + 1) / (warmup_iters + 1)
@@ -399,7 +399,7 @@ while True:
             diverged(f"iteration {iter_num}: train loss {losses['train']}, val loss {losses['val']}")
         if master:
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            log('val', losses['val'], get_lr(iter_num))
+            log('val', losses['val'], get_lr(iter_num, learning_rate, min_lr, warmup_iters, lr_decay_iters))
             improved = losses['val'] < best_val_loss
             best_val_loss = min(best_val_loss, losses['val'])
             if iter_num > start_iter and (improved or always_save_checkpoint or iter_num == max_iters):
@@ -418,7 +418,7 @@ while True:
     if iter_num >= max_iters:
         break
 
-    lr = get_lr(iter_num)
+    lr = get_lr(iter_num, learning_rate, min_lr, warmup_iters, lr_decay_iters)
     for group in optimizer.param_groups:
         group['lr'] = lr
     micro_losses = []

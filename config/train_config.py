@@ -1,4 +1,4 @@
-# The seed's GPU run: GPT-2 small (124M) on one GPU. Token ids belong to tokenizer.py, not to a config.
+# The GPU run: GPT-2 small's shape (124M) on one GPU or several (DDP). Token ids belong to tokenizer.py, not to a config.
 # python train.py config/train_config.py
 # torchrun --standalone --nproc_per_node=8 train.py config/train_config.py
 

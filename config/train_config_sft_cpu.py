@@ -2,7 +2,7 @@
 # python sft/sft_generate.py --backend=rules --input_dir=data/people_daily            # 688 short factual pairs
 # python data/prepare_sft.py --tokenizer=out/pretrain --block_size=128
 # python train.py config/train_config_sft_cpu.py                                     # out/pretrain -> out/sft
-# A 4-layer model cannot learn facts it was not shown; it can memorise a few hundred short answers, and stop after
+# A 2-layer model cannot learn facts it was not shown; it can memorise a few hundred short answers, and stop after
 # them. So: many passes over a small set (prepare_sft.py --max_pairs caps an LLM's thousands), at a high rate.
 # The model's shape and block_size come from the checkpoint.
 init_from = 'out/pretrain'  # the pretrained checkpoint folder

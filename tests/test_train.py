@@ -1,6 +1,7 @@
 """train.py end to end on a tiny dataset the tests write themselves: learning, exact resume after a kill, DDP, fine-tuning."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GPT2, PYTHON, ROOT, SENTENCES, run_script, train_tiny_checkpoint
+from conftest import GPT2, PYTHON, ROOT, SENTENCES, run_script, train_tiny_checkpoint, write_jsonl
+from data_utils import tokenizer_record, write_prepared
 from model import load_checkpoint
 from tokenizer import get_tokenizer
 
@@ -32,14 +34,14 @@ def write_dataset(folder, block_size=32, n_train=64, n_val=8, tok=GPT2):
         ids = tok.encode(clauses[i % len(clauses)])[:block_size - 1] + [tok.eot]
         rows.append(ids + [tok.pad] * (block_size - len(ids)))
     rows = np.array(rows, dtype=np.uint16)
-    os.makedirs(folder, exist_ok=True)
-    rows[:n_train].tofile(os.path.join(folder, 'train.bin'))
-    rows[n_train:].tofile(os.path.join(folder, 'val.bin'))
-    meta = {'kind': 'pretrain', 'tokenizer': dict(tok.facts(), path=tok.path), 'block_size': block_size,
-            'dtype': 'uint16', 'rows': {'train': n_train, 'val': n_val}, 'skipped': {},
-            'fill_ratio': float((rows != tok.pad).mean()), 'sources': []}
-    with open(os.path.join(folder, 'meta.json'), 'w', encoding='utf-8') as f:
-        json.dump(meta, f)
+
+    def write_rows(files):
+        files['train'].write(rows[:n_train].tobytes())
+        files['val'].write(rows[n_train:].tobytes())
+        return {'kind': 'pretrain', 'tokenizer': tokenizer_record(tok, str(folder)), 'block_size': block_size,
+                'dtype': 'uint16', 'rows': {'train': n_train, 'val': n_val}, 'skipped': {},
+                'fill_ratio': float((rows != tok.pad).mean()), 'sources': []}
+    write_prepared(str(folder), write_rows)
     return str(folder)
 
 
@@ -304,6 +306,22 @@ def test_the_gpu_configs_settings_run_on_a_cpu(data_dir, tmp_path):
     model = load_checkpoint(out)[0]
     ids = list(generate_ids(model, GPT2.encode('北京'), max_new_tokens=5, temperature=0))
     assert 1 <= len(ids) <= 5 and all(0 <= i < GPT2.n_vocab for i in ids)
+
+
+@pytest.mark.slow  # runs prepare.py and train.py
+def test_a_moved_project_still_trains(tmp_path, trained_tokenizer):
+    """prepare.py, then the whole tree moved elsewhere: meta.json finds the tokenizer relative to itself."""
+    project = tmp_path / 'project'
+    shutil.copytree(trained_tokenizer, project / 'data' / 'tokenizer')
+    write_jsonl(str(project / 'corpus' / 'a.jsonl'), SENTENCES * 4)
+    run_script([os.path.join(ROOT, 'data', 'prepare.py'), '--input_dir=corpus', '--tokenizer=data/tokenizer',
+                '--dataset=tiny', '--block_size=32', '--workers=1'], cwd=project)
+    os.rename(project, tmp_path / 'moved')
+    out = tmp_path / 'moved' / 'out'
+    train([f'--data_dir={tmp_path / "moved" / "data" / "tiny"}', f'--out_dir={out}', '--max_iters=2',
+           '--eval_interval=2'])
+    ckpt = torch.load(out / 'ckpt.pt', weights_only=True)
+    assert ckpt['iter_num'] == 2 and ckpt['tokenizer']['ranks_sha256'] == get_tokenizer(trained_tokenizer).ranks_sha256
 
 
 def readme_command(pattern):
