@@ -154,7 +154,8 @@ def train_tiny_checkpoint(out_dir, texts=SENTENCES, block_size=64, steps=100, se
     to stop), saved in the checkpoint format of DESIGN.md §4. Takes a few seconds on a CPU.
     tok: the tokenizer (default GPT-2's).
     """
-    from model import GPT, GPTConfig, save_checkpoint
+    from checkpoint import save_checkpoint
+    from model import GPT, GPTConfig
     tok = tok or GPT2
     torch.manual_seed(seed)
     rows = []
