@@ -12,7 +12,6 @@ import numpy as np
 
 # the corpus reader lives in corpus.py; these names stay importable from here until every caller imports corpus
 from corpus import clean_article, find_jsonl, in_val, iter_articles, jsonl_objects  # noqa: F401
-from tokenizer import get_tokenizer
 
 
 # ----------------------------------------------------------------------------- prepared rows
@@ -152,10 +151,11 @@ def tokenizer_record(tok, data_dir):
 def data_tokenizer(meta, data_dir):
     """The tokenizer a dataset was made with, from its meta.json (and, for a trained one, the folder it names)."""
     facts = meta.get('tokenizer') or {k: meta[k] for k in ('encoding', 'ranks_sha256') if k in meta}  # older metas
-    if isinstance(facts.get('path'), str) and not os.path.isabs(facts['path']):  # older metas: absolute paths
+    if isinstance(facts.get('path'), str) and not os.path.isabs(facts['path']):  # relative to the data (or absolute)
         facts = dict(facts, path=os.path.normpath(os.path.join(data_dir, facts['path'])))
+    from checkpoint import load_tokenizer  # the facts' path may name the checkpoint SFT rows were made for
     try:
-        return get_tokenizer(facts)
+        return load_tokenizer(facts)
     except (ValueError, FileNotFoundError) as e:
         raise type(e)(f"{data_dir}/meta.json: {e}")
 

@@ -22,9 +22,9 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from checkpoint import load_tokenizer  # noqa: E402
 from corpus import jsonl_objects  # noqa: E402
 from data_utils import tokenizer_record, write_prepared  # noqa: E402
-from tokenizer import get_tokenizer  # noqa: E402
 
 # -----------------------------------------------------------------------------
 input = 'sft/sft_saves.jsonl'  # {"question", "answer", "id"} per line
@@ -84,7 +84,7 @@ def prepare_sft(input, out_dir, tokenizer, block_size, val_fraction, max_pairs=0
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out_dir={out_dir}: a file is in the way; the rows and meta.json go into a folder")
     try:
-        tok = get_tokenizer(tokenizer)
+        tok = load_tokenizer(tokenizer)
     except (ValueError, FileNotFoundError) as e:
         raise type(e)(f"--tokenizer={tokenizer}: {e}")
     skipped, seen, rows = {}, set(), {}  # rows: article id -> its rows

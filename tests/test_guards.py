@@ -88,7 +88,7 @@ def test_out_dir_that_is_a_file_stops(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- bad files through the scripts
 
 def test_a_truncated_checkpoint_is_one_line_in_every_script(tmp_path):
-    """train.py (resume), sample.py, server.py and the arena load through model.load_checkpoint: one message, no traceback."""
+    """train.py (resume), sample.py, server.py and the arena load through checkpoint.load_checkpoint: one message, no traceback."""
     data = write_dataset(tmp_path / 'data')
     out = tmp_path / 'out'
     train_tiny_checkpoint(out, steps=1, block_size=32)

@@ -11,7 +11,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from conftest import EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, run_script, write_jsonl
+from conftest import EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, load_script, run_script, write_jsonl
 from corpus import clean_article
 from data_utils import get_batch, init_data, load_rows
 from tokenizer import GPT2_RANKS_SHA256, get_tokenizer
@@ -479,9 +479,7 @@ def test_fetch_sample_bad_sources(tmp_path):
 
 def test_library_functions_raise_and_only_main_exits(tmp_path):
     """fetch_sample's and prepare's functions raise (a caller decides); prepare's chunk size is an argument."""
-    spec = importlib.util.spec_from_file_location('fetch_under_test', FETCH)
-    fetch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fetch)
+    fetch = load_script('data/fetch_sample.py')
     with pytest.raises(FileNotFoundError, match='missing.txt: no such file'):
         fetch.convert(str(tmp_path / 'missing.txt'), str(tmp_path / 'out.jsonl'))
     (tmp_path / 'gbk.txt').write_bytes('北京/ns\n'.encode('gbk'))

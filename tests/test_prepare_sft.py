@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (A_TOKEN, EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, SFT_PAIRS, run_script, train_tiny_checkpoint,
-                      write_sft_pairs as write_pairs)
+from conftest import (A_TOKEN, EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, SFT_PAIRS, load_script, run_script,
+                      train_tiny_checkpoint, write_sft_pairs as write_pairs)
 from data_utils import RowOrder, get_batch, init_data, load_rows, read_meta, sft_mask
 from tokenizer import get_tokenizer
 
@@ -121,10 +121,7 @@ def test_max_pairs_keeps_the_first_usable_pairs(tmp_path):
 
 def test_prepare_sft_raises_and_only_main_exits(tmp_path):
     """The library function raises (a strict bad line, too few articles); main turns that into one line."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('prepare_sft_under_test', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script('data/prepare_sft.py')
     bad = tmp_path / 'bad.jsonl'
     write_pairs(bad, PAIRS, extra_lines=['{"question": "q"'])
     with pytest.raises(ValueError, match=f'{bad}:7: not JSON'):

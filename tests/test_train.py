@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from checkpoint import load_checkpoint
 from conftest import GPT2, PYTHON, ROOT, SENTENCES, run_script, train_tiny_checkpoint, write_jsonl
 from data_utils import tokenizer_record, write_prepared
-from model import load_checkpoint
 from tokenizer import get_tokenizer
 
 TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32',
@@ -96,7 +96,7 @@ def test_checkpoint_loads_with_weights_only(trained):
     assert ckpt['tokens_seen'] == 30 * 4 * 31
     assert ckpt['row_order'] == [{'seed': 7, 'epoch': 1, 'pos': 56}]  # 120 rows of 64 in traverse mode
     assert not any(k.startswith('_orig_mod.') for k in ckpt['model'])
-    model, _ = load_checkpoint(out)
+    model, _, _ = load_checkpoint(out)
     assert model.config.n_layer == 2
     assert sorted(os.listdir(out)) == ['ckpt.pt', 'log.jsonl']  # no temporary files left
 
@@ -303,8 +303,8 @@ def test_the_gpu_configs_settings_run_on_a_cpu(data_dir, tmp_path):
     ckpt = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
     assert ckpt['iter_num'] == 6 and not any(k.startswith('_orig_mod.') for k in ckpt['model'])
     assert all(v.dtype == torch.float32 for v in ckpt['model'].values())  # autocast keeps float32 weights
-    model = load_checkpoint(out)[0]
-    ids = list(generate_ids(model, GPT2.encode('北京'), max_new_tokens=5, temperature=0))
+    model, tok, _ = load_checkpoint(out)
+    ids = list(generate_ids(model, tok, tok.encode('北京'), max_new_tokens=5, temperature=0))
     assert 1 <= len(ids) <= 5 and all(0 <= i < GPT2.n_vocab for i in ids)
 
 
