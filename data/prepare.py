@@ -11,7 +11,7 @@ Turns a folder of pretraining JSONL ({"text": ...} per line) into rows of token 
 --tokenizer is a folder written by data/train_tokenizer.py (the default, data/tokenizer) or 'gpt2'; meta.json
 records which, so train.py and every later stage use the same one.
 
-One article makes one row: the article cleaned (data_utils.clean_article), cut to the longest prefix that ends
+One article makes one row: the article cleaned (corpus.clean_article), cut to the longest prefix that ends
 with 。 and still fits in the row with the EOT, then EOT, then PAD to the end. Nothing is packed across
 articles, so every row starts at an article's start and ends on a full sentence. An article with no such
 prefix is skipped and counted ('no_period'), as are empty ones and bad lines ('malformed', 'non_utf8').
