@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import A_TOKEN, EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, SENTENCES, run_script
+from data_utils import write_prepared
 
 BLOCK = 64  # the tiny checkpoints' block_size
 
@@ -36,14 +37,13 @@ def pad(ids, block=BLOCK):
 
 
 def write_dataset(folder, kind, splits, block=BLOCK, tokenizer=None):
-    """A prepared dataset in the DESIGN.md §2 layout: {split}.bin of uint16 rows and meta.json."""
-    os.makedirs(folder, exist_ok=True)
-    for split, rows in splits.items():
-        np.asarray(rows, dtype=np.uint16).tofile(os.path.join(folder, f'{split}.bin'))
-    meta = {'kind': kind, 'tokenizer': dict(GPT2.facts(), path=None, **(tokenizer or {})), 'block_size': block,
-            'dtype': 'uint16', 'rows': {s: len(r) for s, r in splits.items()}}
-    with open(os.path.join(folder, 'meta.json'), 'w', encoding='utf-8') as f:
-        json.dump(meta, f)
+    """A prepared dataset as the prepare scripts write it (README: Formats): {split}.bin of uint16 rows, meta.json."""
+    def write_rows(files):
+        for split, rows in splits.items():
+            files[split].write(np.asarray(rows, dtype=np.uint16).tobytes())
+        return {'kind': kind, 'tokenizer': dict(GPT2.facts(), path=None, **(tokenizer or {})), 'block_size': block,
+                'dtype': 'uint16', 'rows': {s: len(r) for s, r in splits.items()}}
+    write_prepared(str(folder), write_rows, splits=tuple(splits))
     return str(folder)
 
 

@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from conftest import A_TOKEN, EOT_TOKEN, GPT2, PAD_TOKEN, train_tiny_checkpoint
-from data_utils import RowOrder, get_batch, init_data, pretrain_mask, sft_mask
+from data_utils import RowOrder, get_batch, init_data, pretrain_mask, sft_mask, write_prepared
 from checkpoint import load_checkpoint, load_tokenizer, read_checkpoint, save_checkpoint
 from model import GPT, GPTConfig
 from tokenizer import get_tokenizer
@@ -73,13 +73,13 @@ def test_sft_mask_is_exact_on_hand_ids():
 
 
 def write_rows(folder, rows, block_size, kind='pretrain'):
-    os.makedirs(folder, exist_ok=True)
     rows = np.asarray(rows, dtype=np.uint16)
-    rows.tofile(os.path.join(folder, 'train.bin'))
-    rows[:1].tofile(os.path.join(folder, 'val.bin'))
-    with open(os.path.join(folder, 'meta.json'), 'w') as f:
-        json.dump({'kind': kind, 'tokenizer': GPT2.facts(), 'block_size': block_size,
-                   'rows': {'train': len(rows), 'val': 1}}, f)
+
+    def write(files):
+        files['train'].write(rows.tobytes())
+        files['val'].write(rows[:1].tobytes())
+        return {'kind': kind, 'tokenizer': GPT2.facts(), 'block_size': block_size, 'rows': {'train': len(rows), 'val': 1}}
+    write_prepared(str(folder), write)
     return str(folder)
 
 
