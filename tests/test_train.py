@@ -283,6 +283,8 @@ def test_a_warmup_longer_than_the_run_is_fitted_to_it_with_a_note(data_dir, tmp_
 
 
 @pytest.mark.slow  # compiling takes about a minute on 2 cores (less once inductor's cache holds the graphs)
+@pytest.mark.skipif(not any(shutil.which(c) for c in ('g++', 'c++', 'clang++')),
+                    reason="torch.compile's CPU backend (inductor) builds C++: no compiler here")
 def test_the_gpu_configs_settings_run_on_a_cpu(data_dir, tmp_path):
     """
     What config/train_config.py asks beyond the CPU config, on a CPU: torch.compile (inductor's C++ backend) and
