@@ -32,7 +32,7 @@ _PRONOUN = re.compile(r'(?<!其)[他她它]|这|(?<![应活])该|(?<![因如彼]
 # end nouns (>= 90% of the 2+ character words ending in one are nouns in PKU's tagged People's Daily of January
 # 1998; plus heads such as 业 or 场 whose verbs, 就业 or 在场, the other checks catch), _X_BAD_START the words a
 # clause without a subject begins with (pronouns, conjunctions, prepositions, adverbs, verbs, relative times).
-_SENTENCE = re.compile(r'[^。！？]+[。！？]+[”’」』）]*')  # a closing quote after 。 belongs to its sentence
+_SENTENCE_END = re.compile(r'[。！？]+[”’」』）]*')  # a closing quote after 。 belongs to its sentence
 _CLAUSE = re.compile(r'[^，；：,;:。！？]+')
 _LEAD = re.compile(r'^(?:[（(][一二三四五六七八九十\d０-９]+[)）]|[一二三四五六七八九十\d０-９]+[、.．]|[●○■□◆◇△▲★☆※·—-]+)?'
                    r'(?:而且|而|但是|但|并且|并|同时|因此|所以|其实|当然|然而|不过|此外|另外|可见|于是|因而|从而|可是|总之|据悉)?')
@@ -99,6 +99,22 @@ _TITLED = re.compile(r'(?:^|(?<=[，。、：；“（了与和同及向对由�
 _UNIQUE = re.compile('最|唯一|第一|首都|省会|首府|故乡|发源地')  # "X是Y" where only X is Y: Y是什么？ asks for X too
 
 
+def sentences(text):
+    """
+    The text's sentences, stripped, each ending in 。！？ (a tail without one is no sentence), in one pass over
+    the sentence ends: a pattern that must end in 。 and is retried from every position of a long tail without
+    one takes time quadratic in the tail's length (minutes for a 60,000-character paragraph).
+    """
+    found, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        if m.start() > start:  # end marks with nothing before them close no sentence
+            sentence = text[start:m.end()].strip()
+            if sentence:
+                found.append(sentence)
+        start = m.end()
+    return found
+
+
 def _balanced(text):
     return all(text.count(a) == text.count(b) for a, b in ('《》', '“”', '（）', '()', '『』', '「」'))
 
@@ -152,8 +168,7 @@ def clause_pairs(name, m, question):
 
 def rules_candidates(text, next_sentence=False):
     """Pairs from the text itself, in reading order; next_sentence: then the sentence after each sentence."""
-    sentences = [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
-    for sentence in sentences:
+    for sentence in sentences(text):
         if '？' in sentence or '?' in sentence:
             continue
         clauses = [_LEAD.sub('', c.strip()) for c in _CLAUSE.findall(sentence)]
@@ -177,7 +192,8 @@ def rules_candidates(text, next_sentence=False):
                     and not re.search('[副的和与及]|^[省市县区乡镇村厂校院局部]|^(?:政府|党委|公司|集团|协会|俱乐部)$', m['o']):
                 yield {'question': f"{m['x']}是谁？", 'answer': m['y']}  # 副: deputies are many
     if next_sentence:
-        for first, following in zip(sentences, sentences[1:]):
+        found = sentences(text)
+        for first, following in zip(found, found[1:]):
             if _balanced(first) and _balanced(following):
                 yield {'question': f'“{first.rstrip("。！？")}”的下一句是什么？', 'answer': following}
 
