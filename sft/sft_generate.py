@@ -45,7 +45,7 @@ from itertools import takewhile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from data_utils import clean_article, find_jsonl, iter_articles  # noqa: E402
-from sft.rules import _PRONOUN, rules_candidates  # noqa: E402
+from sft.rules import _PRONOUN, entry_title, rules_candidates  # noqa: E402
 
 # -----------------------------------------------------------------------------
 input_dir = 'data/people_daily'  # folder walked recursively for *.jsonl (as data/prepare.py)
@@ -169,13 +169,14 @@ def check_pairs(pairs, article_norm, least=None):
 
 # ----------------------------------------------------------------------------- rules backend (sft/rules.py)
 
-def rules_pairs(text, asked):
+def rules_pairs(text, asked, title=''):
     """
     Up to max_pairs valid candidates (the same checks as an LLM's pairs), first come first kept. asked holds
-    the questions given so far, in any article: a question has one answer in the whole output.
+    the questions given so far, in any article: a question has one answer in the whole output. title: an
+    encyclopedia entry's (the text is its body), whose opening sentence defines it.
     """
     article_norm, pairs = normalize(text), []
-    for pair in rules_candidates(text, next_sentence):
+    for pair in rules_candidates(text, next_sentence, title):
         key = normalize(pair['question'])
         if key not in asked and pair['answer'] in text and not pair_problem(pair, article_norm):
             asked.add(key)
@@ -203,7 +204,7 @@ def make_pairs(ask, article, asked=None):
     (pairs, None) once accepted, (None, reject record) after max_attempts, or (None, None) when the run is
     stopping. ask(text, hint) -> reply text or RequestFailed; ask=None is the rules backend (asked: its questions).
     """
-    article_id, path, line_no, text = article
+    article_id, path, line_no, text, title = article
     reject = {'id': article_id, 'source': f'{path}:{line_no}', 'reason': 'empty_article',
               'detail': 'nothing left after cleaning', 'attempts': 0, 'reply': ''}
     if not text:
@@ -214,7 +215,7 @@ def make_pairs(ask, article, asked=None):
             return None, None
         reject['attempts'], kind = attempt + 1, None
         if ask is None:
-            pairs = rules_pairs(text, asked)
+            pairs = rules_pairs(text, asked, title)
             reply = json.dumps(pairs, ensure_ascii=False)
         else:
             try:
@@ -354,7 +355,7 @@ def main():
     asked = {normalize(r.get('question', '')) for r in saved}  # the rules ask each question once in all
     ask = openai_asker() if backend == 'openai' else None
     articles = takewhile(lambda a: limit <= 0 or a[0] < limit, iter_articles(input_dir))
-    todo = ((i, path, line_no, clean_article(text)) for i, path, line_no, text in articles
+    todo = ((i, path, line_no, clean_article(text), entry_title(text)) for i, path, line_no, text in articles
             if i not in done and i not in kept)
     counts, reasons, held, stop = {'accepted': 0, 'rejected': 0, 'pairs': 0}, {}, [], []
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_BINARY', 0)  # Windows: no \r\n

@@ -15,6 +15,8 @@ import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 from conftest import PYTHON, ROOT, free_port, run_script, write_jsonl
 
 SCRIPT = os.path.join(ROOT, 'sft', 'sft_generate.py')
@@ -409,6 +411,22 @@ def test_rules_backend_gives_the_expected_pairs(tmp_path):
     assert {p['id'] for p in read_jsonl(resumed)} == {0, 1} and out.read_bytes().startswith(resumed.read_bytes())
     _, _, proc = run_rules(tmp_path, 'three')
     assert resumed.read_bytes() == out.read_bytes() and 'skipped 2 already done' in proc.stdout
+
+
+@pytest.mark.slow
+def test_rules_backend_asks_wiki_entries_about_their_titles(tmp_path):
+    """The title line of an entry, which the cleaned text no longer has, reaches the rules."""
+    from data_utils import clean_article
+    with open(os.path.join(ROOT, 'tests', 'fixtures', 'wiki_entries.jsonl'), encoding='utf-8') as f:
+        raws = [json.loads(line)['text'] for line in f]
+    write_jsonl(str(tmp_path / 'corpus' / 'wiki.jsonl'), raws)
+    out, rej, proc = run_rules(tmp_path, 'wiki')
+    pairs = read_jsonl(out)
+    assert len({p['id'] for p in pairs}) >= 0.8 * len(raws), proc.stdout
+    assert all(p['answer'] in clean_article(raws[p['id']]) for p in pairs)
+    assert pairs[:2] == [{'question': '王家坝是什么？', 'answer': '安徽省阜南县的一个行蓄洪区', 'id': 0},
+                         {'question': '王家坝位于哪里？', 'answer': '淮河上游与中游的分界处', 'id': 0}]
+    assert {'question': '李白是谁？', 'answer': '唐代伟大的浪漫主义诗人', 'id': 18} in pairs
 
 
 def test_rules_ask_nothing_without_a_concrete_subject():
