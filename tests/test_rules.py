@@ -81,7 +81,7 @@ def test_most_wiki_entries_give_a_trusted_pair_copied_from_the_text():
     asked, covered, answers = set(), 0, 0
     for raw in raws:
         text = clean_article(raw)
-        pairs = g.rules_pairs(text, asked, rules.entry_title(raw))
+        pairs = g.rules_pairs(text, asked, g.Limits(3, 6, 40, 150), rules.entry_title(raw))
         covered += bool(pairs)
         for pair in pairs:
             assert pair['answer'] in text, pair  # verbatim
