@@ -310,6 +310,8 @@ def ask_chat(messages, base_url, model, api_key_env='OPENAI_API_KEY', timeout=12
     Raises ChatError (see its kinds) when no attempt gave a reply, and ValueError for a base_url that is no
     http(s) URL. A caller that sees kind 'down' on several questions in a row should stop: the server is down.
     """
+    if attempts < 1:
+        raise ValueError(f'attempts={attempts}: at least 1')
     if isinstance(messages, str):
         messages = [{'role': 'user', 'content': messages}]
     url = base_url.rstrip('/') + '/chat/completions'
