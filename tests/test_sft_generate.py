@@ -461,6 +461,8 @@ def test_ask_chat_asks_once_with_retries_for_another_script(monkeypatch):
         assert '502' in failed.value.body
     with pytest.raises(ValueError, match='not an http'):
         g.ask_chat('q', 'localhost:1234/v1', 'm')
+    with pytest.raises(ValueError, match='attempts=0: at least 1'):
+        g.ask_chat('q', 'http://127.0.0.1:1/v1', 'm', attempts=0)
 
 
 def test_limits_are_arguments_not_settings():
