@@ -122,12 +122,12 @@ def sentences(text):
 # and its opening sentence defines that subject: every clause of that sentence that opens with a verb (是, 位于,
 # 简称, 成立于 ...) says it of the title's subject, so those clauses are read without guessing their subject
 _TITLE_NOTE = re.compile(r'\s*[（(][^（）()]*[）)]\s*$')  # 水星 (行星): the note that tells two entries apart
-_ALIAS = re.compile(r'[（(][^（）()]*[）)]')  # 李白（701年－762年）, 西湖（West Lake）: skipped
 _ENTRY_SPLIT = re.compile('[，,；;：:]')
 _ENTRY_VERB = re.compile(  # what may follow the title's subject directly: 黄山位于…, 淝水之战发生于383年
     r'(?:是|为|即|位于|地处|坐落|总部|(?:成立|建立|创立|创办|创建|始建|建成|创刊|发生|出生|生)于|又称|简称|又名)')
-_DEFINED = re.compile(r'(?:原|曾|也|又|则|乃|就|便|都|正)?(?P<v>是指|是|即|为(?![了何此主止首]))(?P<y>.+)')
-_NAMED = re.compile(r'(?P<v>简称|又称|又名|亦称|原名|别称|别名|俗称|古称|旧称|全称|世称|字|号|自号|小字|名)(?P<y>.+)')
+_DEFINED = re.compile(r'(?:原|曾|也|又|则|乃|就|便|都|正)?(?P<v>是指|是|即|为(?![了何此主止首])|指(?![出导挥示责定望]))(?P<y>.+)')
+_NAMED = re.compile(r'(?P<v>简称|又称|又名|亦称|通称|统称|原名|本名|全名|别称|别名|俗称|古称|旧称|全称|世称|笔名|艺名|字|号|又号|'
+                    r'别号|自号|小字|名)(?P<y>.+)')
 _PRAISED = re.compile(r'被(?:后人|后世|世人|人们)?(?P<v>誉为|称为|称作|尊为)(?P<y>.+)')
 _LOCATED = re.compile(r'(?P<v>总部)?(?:位于|地处|坐落于|坐落在)(?P<y>.+)')
 _SINCE = re.compile(f'(?P<v>成立|建立|创立|创办|创建|始建|建成|创刊|发生|出生|生)于(?P<y>{_DATE})')
@@ -148,6 +148,16 @@ def entry_title(raw):
     return head
 
 
+def _alias_end(text):
+    """Where a parenthesis opening the text closes (李白（701年－762年）, X（英语：Y（Z））), or 0."""
+    depth = 0
+    for i, c in enumerate(text):
+        depth += (c in '（(') - (c in '）)')
+        if depth <= 0:
+            return i + 1 if i else 0
+    return 0
+
+
 def entry_subject(title, sentence):
     """(subject as the sentence writes it, the rest of the sentence) when the sentence opens with the title's subject."""
     core = _TITLE_NOTE.sub('', title).strip()
@@ -156,11 +166,11 @@ def entry_subject(title, sentence):
     cut = re.search(r'[（(，,；;：:]|是', sentence)
     head = sentence[:cut.start()] if cut else ''
     rest = sentence[len(head):]
-    alias = _ALIAS.match(rest)
+    alias = _alias_end(rest)  # 李白（701年－762年）, 西湖（West Lake）: skipped
     names = head.strip('《》') == core or head.startswith(core) and len(head) - len(core) <= 6 \
-        or head.endswith(core) and len(head) - len(core) <= 3 or bool(alias) and core in alias[0]
+        or head.endswith(core) and len(head) - len(core) <= 3 or core in rest[:alias]
     if head and names and not re.search(r'[\d０-９]', head[len(core):] if head.startswith(core) else head):
-        return head, rest[alias.end():] if alias else rest
+        return head, rest[alias:]
     if sentence.startswith(core) and _ENTRY_VERB.match(sentence, len(core)):  # 黄山位于…, 淝水之战发生于…
         return core, sentence[len(core):]
     return None
@@ -220,7 +230,8 @@ def entry_candidates(title, text):
                 yield {'question': question.format(x=x, v=m['v'] or ''), 'answer': y}
                 break
         else:  # 杜甫（712年－770年），字子美，唐代伟大的现实主义诗人: an apposition, in a person's entry
-            if not defined and k > 0 and re.search('[的、]', clause) and clause.endswith(('家', '诗人', '学者')) \
+            if not defined and k > 0 and (re.search('[的、]', clause) or len(clause) >= 5) \
+                    and clause.endswith(('家', '诗人', '学者')) \
                     and not re.search('[于在了着是被有]', clause):
                 y = _entry_answer(clause, [], k)
                 if y:
