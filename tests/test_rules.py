@@ -1,5 +1,4 @@
 """sft/rules.py in-process: the time it takes on text without a sentence end, and the pairs of encyclopedia entries."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -7,18 +6,11 @@ import sys
 
 import pytest
 
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, load_script
 
 sys.path.insert(0, ROOT)
 from data_utils import clean_article  # noqa: E402
 from sft import rules  # noqa: E402
-
-
-def load_generator():
-    spec = importlib.util.spec_from_file_location('sft_generate', os.path.join(ROOT, 'sft', 'sft_generate.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -80,7 +72,7 @@ def test_an_entry_is_asked_about_its_title_from_its_opening_sentence():
 
 def test_most_wiki_entries_give_a_trusted_pair_copied_from_the_text():
     """94 encyclopedia-shaped entries (people, places, organisations, concepts, events; 8 with no definition)."""
-    g = load_generator()
+    g = load_script('sft/sft_generate.py')
     with open(os.path.join(ROOT, 'tests', 'fixtures', 'wiki_entries.jsonl'), encoding='utf-8') as f:
         raws = [json.loads(line)['text'] for line in f]
     asked, covered, answers = set(), 0, 0

@@ -4,7 +4,6 @@ wire format and answers from a script (clean, fenced, prose, too few, ungrounded
 or with bodies that are no chat completion (not JSON, HTML, a list, no message, not UTF-8), or drops the
 connection; a server that is down; a SIGKILL mid-run and a rerun; and the offline rules backend.
 """
-import importlib.util
 import json
 import os
 import re
@@ -18,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import PYTHON, ROOT, free_port, run_script, write_jsonl
+from conftest import PYTHON, ROOT, free_port, load_script, read_jsonl, run_script, write_jsonl
 
 SCRIPT = os.path.join(ROOT, 'sft', 'sft_generate.py')
 RULES_SCRIPT = os.path.join(ROOT, 'sft', 'rules.py')
@@ -26,10 +25,7 @@ LIMITS_ARGS = (3, 6, 40, 150)  # the defaults of --min_pairs, --max_pairs, --max
 
 
 def load_generator():
-    spec = importlib.util.spec_from_file_location('sft_generate', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('sft/sft_generate.py')
 
 
 class ChatServer:
@@ -161,11 +157,6 @@ def test_parse_pairs_and_grounding():
     assert g.check_pairs([dict(pairs[0], answer='青海省\ufffd西宁市')] + pairs[1:], article, LIMITS)[0] == 'bad_chars'
     assert g.check_pairs([dict(pairs[0], answer='')] + pairs[1:], article, LIMITS)[0] == 'empty'
     assert g.check_pairs([dict(pairs[0], question='问' * 41)] + pairs[1:], article, LIMITS)[0] == 'too_long'
-
-
-def read_jsonl(path):
-    with open(path, encoding='utf-8') as f:
-        return [json.loads(line) for line in f]
 
 
 def test_openai_backend_against_scripted_server(tmp_path):
