@@ -158,21 +158,27 @@ def _alias_end(text):
     return 0
 
 
-def entry_subject(title, sentence):
-    """(subject as the sentence writes it, the rest of the sentence) when the sentence opens with the title's subject."""
+def entry_subject(title, text):
+    """
+    (the subject as the text writes it, the rest of its opening sentence) when the text opens with the title's
+    subject, else None. The alias after the subject is skipped first: 司马迁（前145年－？） holds a ？ that ends no
+    sentence.
+    """
     core = _TITLE_NOTE.sub('', title).strip()
-    if not core or not sentence:
+    if not core or not text:
         return None
-    cut = re.search(r'[（(，,；;：:]|是', sentence)
-    head = sentence[:cut.start()] if cut else ''
-    rest = sentence[len(head):]
-    alias = _alias_end(rest)  # 李白（701年－762年）, 西湖（West Lake）: skipped
+    cut = re.search(r'[（(，,；;：:。！？]|是', text)
+    head = text[:cut.start()] if cut else ''
+    alias = _alias_end(text[len(head):])  # 李白（701年－762年）, 西湖（West Lake）: skipped
+    after = text[len(head):][alias:]
     names = head.strip('《》') == core or head.startswith(core) and len(head) - len(core) <= 6 \
-        or head.endswith(core) and len(head) - len(core) <= 3 or core in rest[:alias]
+        or head.endswith(core) and len(head) - len(core) <= 3 or core in text[len(head):len(head) + alias]
     if head and names and not re.search(r'[\d０-９]', head[len(core):] if head.startswith(core) else head):
-        return head, rest[alias:]
-    if sentence.startswith(core) and _ENTRY_VERB.match(sentence, len(core)):  # 黄山位于…, 淝水之战发生于…
-        return core, sentence[len(core):]
+        found = sentences(after)
+        return (head, found[0]) if found and after.startswith(found[0][:1]) else None
+    found = sentences(text)
+    if found and found[0].startswith(core) and _ENTRY_VERB.match(found[0], len(core)):  # 黄山位于…, 淝水之战发生于…
+        return core, found[0][len(core):]
     return None
 
 
@@ -199,8 +205,7 @@ def _entry_answer(y, clauses, k, least=2, most=ENTRY_ANSWER_CHARS):
 
 def entry_candidates(title, text):
     """Pairs about an entry's subject from the first sentence of its body, the definition first."""
-    found = sentences(text)
-    subject = entry_subject(title, found[0]) if found else None
+    subject = entry_subject(title, text)
     if not subject:
         return
     x, rest = subject

@@ -57,6 +57,8 @@ def test_an_entry_is_asked_about_its_title_from_its_opening_sentence():
     assert entry_pairs('孙中山\n\n孙中山（1866年－1925年），名文，号日新，又号逸仙，广东香山人，中国近代民主革命家。') == [
         {'question': '孙中山名什么？', 'answer': '文'}, {'question': '孙中山号什么？', 'answer': '日新'},
         {'question': '孙中山又号什么？', 'answer': '逸仙'}, {'question': '孙中山是谁？', 'answer': '中国近代民主革命家'}]
+    assert entry_pairs('司马迁\n\n司马迁（前145年－？），字子长，西汉史学家、文学家。') == [  # a ？ in the alias ends nothing
+        {'question': '司马迁字什么？', 'answer': '子长'}, {'question': '司马迁是谁？', 'answer': '西汉史学家、文学家'}]
     # a definition cut at a comma in mid-phrase runs on to where its noun phrase ends
     assert entry_pairs('光合作用\n\n光合作用是植物利用光能，将二氧化碳和水转化为有机物的过程。这一过程…。') == [
         {'question': '光合作用是什么？', 'answer': '植物利用光能，将二氧化碳和水转化为有机物的过程'}]
