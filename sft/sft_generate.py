@@ -20,11 +20,12 @@ reply's last byte), so a server that drips its reply a byte at a time times out 
 fail (no connection, a timeout, an HTTP error, a 200 whose body is not JSON, is HTML or a list, has no
 choices[0].message, is not UTF-8) is a failed attempt: retried with backoff, then an "http" reject; the run
 goes on. Two things stop it with exit 1, marking no article: HTTP 401/403/404 (the key, --model or --base_url
-is wrong), and --max_down articles in a row whose every request got no answer at all (the server is down). Replies are parsed leniently (code fences, prose,
-a JSON array, one object per line, full-width quotes) and checked strictly: 3-6 pairs, no empty or over-long
-field, no control or U+FFFD character, no repeated question, no pronoun in the question, every answer grounded
-in the article: after NFKC and dropping spaces and punctuation, it occurs there, or 80% of its characters occur
-there in order and it shares a run of min(8, half its length) characters with it.
+is wrong), and --max_down articles in a row whose every request got no answer at all (the server is down).
+Replies are parsed leniently (code fences, prose, a JSON array, one object per line, full-width quotes) and
+checked strictly: 3-6 pairs, no empty or over-long field, no control or U+FFFD character, no repeated question,
+no pronoun in the question, every answer grounded in the article: after NFKC and dropping spaces and
+punctuation, it occurs there, or 80% of its characters occur there in order and it shares a run of
+min(8, half its length) characters with it.
 
 rules backend: deterministic and offline, made for a tiny model to memorise: sft/rules.py finds the facts an
 article states outright (X是什么？, X位于哪里？, X成立于何时？ ...) and copies each answer from the text (see what

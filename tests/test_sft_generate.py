@@ -370,7 +370,7 @@ def completion(text):
 
 
 class DripServer:
-    """A server on 127.0.0.1 that answers every request with `response`, one byte every `every` seconds from byte `start`."""
+    """A server on 127.0.0.1 answering every request with `response`, a byte every `every` seconds from byte `start`."""
     def __init__(self, response, start, every):
         self.response, self.start, self.every = response, start, every
         self.listener = socket.create_server(('127.0.0.1', 0))
@@ -438,7 +438,8 @@ def test_ask_chat_asks_once_with_retries_for_another_script(monkeypatch):
         return script[min(attempt, len(script) - 1)]
 
     with ChatServer(responder) as server:
-        ask = lambda text, **kw: g.ask_chat('文章：\n' + text, server.url, 'judge-model', 'JUDGE_KEY', 5.0, 0.0, **kw)  # noqa
+        def ask(text, **kw):
+            return g.ask_chat('文章：\n' + text, server.url, 'judge-model', 'JUDGE_KEY', 5.0, 0.0, **kw)
         assert ask('第0号', attempts=3, backoff=0.01) == '好'
         assert [(r['auth'], r['model'], r['temperature']) for r in server.requests] == [
             ('Bearer sk-judge', 'judge-model', 0.0)] * 3
