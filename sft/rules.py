@@ -133,7 +133,7 @@ _LOCATED = re.compile(r'(?P<v>总部)?(?:位于|地处|坐落于|坐落在)(?P<y
 _SINCE = re.compile(f'(?P<v>成立|建立|创立|创办|创建|始建|建成|创刊|发生|出生|生)于(?P<y>{_DATE})')
 _DATED_ENTRY = re.compile(f'(?P<y>{_DATE})(?:在[^，]{{2,16}})?(?P<v>成立|创立|创办|创刊|建成|落成|开馆|开播|开始试播)')
 _PERSON_END = ('人', '家', '者', '员', '师', '士', '手', '帝', '王', '相', '将', '官', '君主', '公主')
-ENTRY_ANSWER_CHARS = 40  # a definition cut at a comma that ends mid-phrase runs on to the sentence's end, this long
+ENTRY_ANSWER_CHARS = 40  # the longest answer from an entry: a definition may run on past a comma, up to this
 
 
 def entry_title(raw):
