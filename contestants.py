@@ -67,7 +67,8 @@ def load_peers(path):
         need(names.index(e['name']) == i - 1, f'the name {e["name"]!r} is used twice')
         weight = e.get('weight', 1)
         need(isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 <= weight <= MAX_WEIGHT,
-             f'"weight" must be a number >= 0 and <= {MAX_WEIGHT} (1 = usual, 0 = never in battles), got {weight!r:.40}')
+             f'"weight" must be a number >= 0 and <= {MAX_WEIGHT} (1 = usual, 0 = never in battles), '
+             f'got {weight!r:.40}')
         same = [e['same_as']] if isinstance(e.get('same_as'), str) else e.get('same_as', [])
         need(isinstance(same, list) and all(n in names and n != e['name'] for n in same),
              f'"same_as" must name other contestants of this file, got {e.get("same_as")!r:.80}')
@@ -246,7 +247,7 @@ def peer_body(peer, path, body, timeout, limit, content_type, wrong_type):
         kind = r.getheader('Content-Type') or ''
         if not kind.startswith(content_type):
             raise PeerError(f'{wrong_type}（Content-Type: {kind or "无"}）')
-        while (data := r.read1(READ_BYTES)) and not expired.is_set():  # (Linux still reads what arrives after a shutdown)
+        while (data := r.read1(READ_BYTES)) and not expired.is_set():  # Linux reads on after a shutdown(SHUT_RD)
             yield data
         if expired.is_set() or r.length:  # cut off by the deadline, or shorter than its Content-Length
             raise http.client.IncompleteRead(b'', r.length)

@@ -56,7 +56,7 @@ MAPPED_ARGS = {'block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'dropo
 LAYER_TENSORS = [('ln_1', 'attn_norm'), ('attn.c_attn', 'attn_qkv'), ('attn.c_proj', 'attn_output'),
                  ('ln_2', 'ffn_norm'), ('mlp.c_fc', 'ffn_up'), ('mlp.c_proj', 'ffn_down')]
 LLAMA_PRE_TOKENIZERS = {GPT2_PATTERN: 'gpt-2'}  # split pattern -> llama.cpp's pre-tokenizer of the same regex
-MARK_FILE = 'minigpt_export.json'  # in an HF folder: this file says export.py wrote the folder, so a rerun may replace it
+MARK_FILE = 'minigpt_export.json'  # in an HF folder: export.py wrote this folder, so a rerun may replace it
 HF_FILES = {'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json',
             'chat_template.jinja', 'README.md', MARK_FILE}
 GGUF_MARK = 'minigpt_zh.exported_by'  # in a GGUF: the same, as a metadata key (value 'export.py')
