@@ -25,8 +25,11 @@ llama.cpp's `gpt2`. Where they differ:
 - Tokenizer: tiktoken ranks become a byte-level BPE (GPT-2's byte-to-character table, and one merge per split
   of a token into two tokens, by rank); <|endoftext|> (and a trained tokenizer's <|answer|>) are special
   (llama.cpp: CONTROL). GPT-2's answer separator '##' is an ordinary token, so a question is text + '##'.
+  Our engine reads a special's text typed by a user as text; so does the HF tokenizer, except where its chat
+  template must write a special itself (a trained tokenizer's <|answer|>): see model_card.
 What cannot be mapped (an architecture field or tensor this file does not know, untied output weights, a
-split pattern llama.cpp has no pre-tokenizer for) is refused with a message.
+split pattern llama.cpp has no pre-tokenizer for) is refused with a message. An existing --output (or the
+Modelfile beside a GGUF) is replaced only if export.py wrote it (MARK_FILE, GGUF_MARK, MODELFILE_MARK).
 """
 import dataclasses
 import json
@@ -53,8 +56,11 @@ MAPPED_ARGS = {'block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd', 'dropo
 LAYER_TENSORS = [('ln_1', 'attn_norm'), ('attn.c_attn', 'attn_qkv'), ('attn.c_proj', 'attn_output'),
                  ('ln_2', 'ffn_norm'), ('mlp.c_fc', 'ffn_up'), ('mlp.c_proj', 'ffn_down')]
 LLAMA_PRE_TOKENIZERS = {GPT2_PATTERN: 'gpt-2'}  # split pattern -> llama.cpp's pre-tokenizer of the same regex
+MARK_FILE = 'minigpt_export.json'  # in an HF folder: export.py wrote this folder, so a rerun may replace it
 HF_FILES = {'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json',
-            'chat_template.jinja', 'README.md'}
+            'chat_template.jinja', 'README.md', MARK_FILE}
+GGUF_MARK = 'minigpt_zh.exported_by'  # in a GGUF: the same, as a metadata key (value 'export.py')
+MODELFILE_MARK = '# Ollama Modelfile written by export.py'  # a Modelfile's first line: the same
 OUTTYPES = {'hf': ('f32', 'f16'), 'gguf': ('f32', 'f16', 'q8_0')}
 
 
@@ -62,12 +68,18 @@ def load(out_dir):
     """(model, tokenizer, checkpoint), refusing a model whose architecture fields this file does not map."""
     path = checkpoint_path(out_dir)
     if os.path.isfile(path):  # read model_args first (mmap: cheap), so an unknown field gets a clear message
-        args = read_checkpoint(path, mmap=True)['model_args']
+        peek = read_checkpoint(path, mmap=True)
+        args = peek['model_args']
         fields = set(args) | {f.name for f in dataclasses.fields(GPTConfig)}  # a field model.py grew counts too
         unknown = sorted(fields - MAPPED_ARGS)
         if unknown:
             raise ValueError(f"{path}: architecture field(s) {', '.join(unknown)} have no GPT-2 equivalent that "
                              f"export.py knows; it maps only {', '.join(sorted(MAPPED_ARGS))}")
+        facts = peek.get('tokenizer')
+        if isinstance(facts, dict) and facts.get('kind') == 'trained' and not facts.get('ranks_sha256'):
+            raise ValueError(f"{path}: its trained tokenizer has no 'ranks_sha256' (the checksum of its ranks, which "
+                             f"train.py always writes), so the ranks cannot be checked: the file was edited or "
+                             f"comes from elsewhere; retrain, or restore the original")
     return load_checkpoint(out_dir, 'cpu')
 
 
@@ -167,6 +179,13 @@ def model_card(path, model, tok, checkpoint, source):
     ppl = f" (perplexity {math.exp(f['best_val_loss']):.2f})" if f['best_val_loss'] is not None else ''
     settings = {k: v for k, v in (checkpoint.get('config') or {}).items() if isinstance(v, (int, float, str, bool))}
     sep = question_separator(tok)
+    template_special = sep in tok.special_tokens
+    typed = ("Special tokens' text typed in a question (`<|endoftext|>`, `<|answer|>`) is text to our engine. The "
+             "chat template writes `<|answer|>` itself, so this tokenizer matches specials in text: "
+             "`sanitize_control_tokens=True` keeps a user's typed ones text in a chat (their ids may split "
+             "differently at their edges), and `tok.encode(text, split_special_tokens=True)` encodes plain text "
+             "as our engine does." if template_special else
+             "Special tokens' text typed by a user (`<|endoftext|>`) is text, as in our engine.")
     lines = ['---', 'language: zh', 'library_name: transformers', 'pipeline_tag: text-generation',
              'tags: [minigpt-zh, gpt2]', '---', '', f'# {os.path.basename(path)}', '',
              f'A MiniGPT-zh model exported by `export.py` from `{source}`: GPT-2\'s architecture (`GPT2LMHeadModel`), '
@@ -180,28 +199,66 @@ def model_card(path, model, tok, checkpoint, source):
              f"tok = AutoTokenizer.from_pretrained('{path}')",
              f"model = AutoModelForCausalLM.from_pretrained('{path}')",
              "question = [{'role': 'user', 'content': '中国的首都是哪里？'}]",
-             "inputs = tok.apply_chat_template(question, return_tensors='pt', return_dict=True)",
+             "inputs = tok.apply_chat_template(question, return_tensors='pt', return_dict=True"
+             + (', sanitize_control_tokens=True)' if template_special else ')'),
              'out = model.generate(**inputs, max_new_tokens=60, do_sample=False)',
              "print(tok.decode(out[0, inputs['input_ids'].shape[1]:], skip_special_tokens=True))", '```', '',
              f'A question is its text followed by `{sep}` (the chat template adds it); generation stops at '
-             f'`{EOT_TEXT}`. Keep prompt + new tokens within {c.block_size} positions.', '',
+             f'`{EOT_TEXT}`. Keep prompt + new tokens within {c.block_size} positions. {typed}', '',
              'Differences from the PyTorch checkpoint: none in the logits in float32 (zero biases, exact `gelu`); '
              f'the embedding keeps only the {tok.n_vocab} ids of the tokenizer (the checkpoint pads to '
              f'{c.vocab_size}).', '']
     return '\n'.join(lines)
 
 
+def modelfile_path(output):
+    return os.path.splitext(output)[0] + '.Modelfile'
+
+
+def gguf_exported(path):
+    """Whether the file at path is a GGUF that export.py wrote (GGUF_MARK in its metadata)."""
+    import gguf
+    with open(path, 'rb') as f:
+        if f.read(4) != b'GGUF':
+            return False
+    try:
+        field = gguf.GGUFReader(path).fields.get(GGUF_MARK)
+        return field is not None and field.contents() == 'export.py'
+    except Exception:  # a truncated or foreign file the reader cannot parse: not ours either way
+        return False
+
+
 def check_output(output, format):
-    """Refuses an --output whose replacement would delete something that is not an earlier export."""
+    """Refuses an --output (and, for a GGUF, the Modelfile beside it) that exists and export.py did not write."""
     if format == 'gguf' and os.path.isdir(output):
         raise ValueError(f"--output={output} is a folder: give the .gguf file's path")
     if format == 'hf' and os.path.isfile(output):
         raise ValueError(f"--output={output} is a file: give a folder for the HF export")
     files = set(os.listdir(output)) if format == 'hf' and os.path.isdir(output) else set()
-    foreign = sorted(files - HF_FILES) or sorted(files if files and 'config.json' not in files else [])
+    foreign = sorted(files - HF_FILES)
     if foreign:
         raise ValueError(f"{output} holds files an export does not write ({', '.join(foreign[:5])}): "
                          f"choose another --output")
+    if files and MARK_FILE not in files:
+        raise ValueError(f"{output} was not written by export.py (it has no {MARK_FILE}): choose another --output, "
+                         f"or delete the folder yourself")
+    if format == 'gguf' and os.path.exists(output) and not gguf_exported(output):
+        raise ValueError(f"{output} exists and is not a GGUF written by export.py: choose another --output, or "
+                         f"delete the file yourself")
+    beside = modelfile_path(output)
+    if format == 'gguf' and os.path.exists(beside):
+        with open(beside, 'rb') as f:
+            first = f.readline()
+        if not first.startswith(MODELFILE_MARK.encode()):
+            raise ValueError(f"{beside} (where the Ollama Modelfile goes) exists and export.py did not write it: "
+                             f"choose another --output, or move the file")
+
+
+def remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
 
 
 def export_hf(model, tok, checkpoint, folder, name, outtype='f32', source=''):
@@ -210,6 +267,8 @@ def export_hf(model, tok, checkpoint, folder, name, outtype='f32', source=''):
     from transformers.convert_slow_tokenizer import TikTokenConverter
     c = model.config
     os.makedirs(folder)
+    with open(os.path.join(folder, MARK_FILE), 'w', encoding='utf-8') as fh:  # first: even a partial folder is ours
+        json.dump({'exported_by': 'export.py', 'source': source, 'format': 'hf', 'outtype': outtype}, fh, indent=2)
     dtype = {'f32': torch.float32, 'f16': torch.float16}[outtype]
     tensors = {}
     for hf_name, _, t in gpt2_tensors(model, tok.n_vocab):
@@ -237,8 +296,14 @@ def export_hf(model, tok, checkpoint, folder, name, outtype='f32', source=''):
     if wrong:
         raise ValueError(f"transformers' converter numbered the specials {wrong}, the model wants {tok.special_tokens}")
     extra = [k for k in tok.special_tokens if k != EOT_TEXT]
+    # our engine encodes a special's text typed by a user as text (split_special_tokens). But a chat template that
+    # writes a special itself (a trained tokenizer's <|answer|>) needs it matched in the rendered chat, which
+    # transformers tokenizes as one string: there specials stay matched, and apply_chat_template(...,
+    # sanitize_control_tokens=True) keeps the user's typed ones text
+    split = question_separator(tok) not in tok.special_tokens
     fast = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOT_TEXT, bos_token=EOT_TEXT,
-                                   model_max_length=c.block_size, **({'extra_special_tokens': extra} if extra else {}))
+                                   model_max_length=c.block_size, split_special_tokens=split,
+                                   **({'extra_special_tokens': extra} if extra else {}))
     fast.chat_template = chat_template(tok)
     fast.save_pretrained(folder)
     with open(os.path.join(folder, 'README.md'), 'w', encoding='utf-8') as fh:
@@ -257,6 +322,7 @@ def export_gguf(model, tok, checkpoint, path, name, outtype='f32', source=''):
              'q8_0': gguf.GGMLQuantizationType.Q8_0}[outtype]
     w = gguf.GGUFWriter(path, 'gpt2')
     f = figures(model, tok, checkpoint)
+    w.add_string(GGUF_MARK, 'export.py')
     w.add_name(name)
     w.add_description(f"MiniGPT-zh from {source}: {f['iter_num']} iterations, best val loss {f['best_val_loss']}, "
                       f"{f['tokenizer']}")
@@ -296,13 +362,21 @@ def export_gguf(model, tok, checkpoint, path, name, outtype='f32', source=''):
     w.close()
 
 
-def modelfile(gguf_file, tok, block_size):
-    """Ollama's recipe: the question template, the stop token, our sampler's defaults, no repeat penalty."""
-    return (f'# ollama create {os.path.splitext(gguf_file)[0]} -f <this file>; then: ollama run '
-            f'{os.path.splitext(gguf_file)[0]} 中国的首都是哪里？\n'
+def sampling_defaults():
+    """The engine's default sampling settings: the one place export.py reads them (the Ollama Modelfile repeats
+    them, so `ollama run` samples as the demo does)."""
+    return {'temperature': 0.1, 'top_k': 20, 'top_p': 1.0, 'presence_penalty': 1.0, 'frequency_penalty': 1.0}
+
+
+def modelfile(gguf_file, tok, block_size, sampling):
+    """Ollama's recipe: the question template, the stop token, our sampler's settings, no repeat penalty (ours has
+    only OpenAI's presence and frequency penalties, which Ollama also takes)."""
+    name = os.path.splitext(gguf_file)[0]
+    return (f'{MODELFILE_MARK} for {gguf_file}\n'
+            f'# ollama create {name} -f <this file>; then: ollama run {name} 中国的首都是哪里？\n'
             f'FROM ./{gguf_file}\nTEMPLATE """{{{{ .Prompt }}}}{question_separator(tok)}"""\n'
-            f'PARAMETER stop "{EOT_TEXT}"\nPARAMETER num_ctx {block_size}\nPARAMETER temperature 0.8\n'
-            f'PARAMETER top_k 20\nPARAMETER repeat_penalty 1.0\n')
+            f'PARAMETER stop "{EOT_TEXT}"\nPARAMETER num_ctx {block_size}\n'
+            + ''.join(f'PARAMETER {k} {v}\n' for k, v in sampling.items()) + 'PARAMETER repeat_penalty 1.0\n')
 
 
 def export(out_dir, format, output='', outtype='f32'):
@@ -317,21 +391,26 @@ def export(out_dir, format, output='', outtype='f32'):
     model, tok, checkpoint = load(out_dir)
     name = os.path.splitext(os.path.basename(output))[0] if format == 'gguf' else output  # HF: the folder to load
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    tmp = f'{output}.tmp{os.getpid()}'
+    # fixed names, not per process: a killed export's leftovers are removed by the next run
+    tmp, recipe = output + '.partial', modelfile_path(output) + '.partial'
+    partials = [tmp, recipe] if format == 'gguf' else [tmp]
     try:
+        for path in partials:
+            remove(path)
         fn = export_hf if format == 'hf' else export_gguf
         fn(model, tok, checkpoint, tmp, name, outtype, source=os.path.join(out_dir, 'ckpt.pt'))
+        if format == 'gguf':
+            with open(recipe, 'w', encoding='utf-8') as fh:
+                fh.write(modelfile(os.path.basename(output), tok, model.config.block_size, sampling_defaults()))
+        check_output(output, format)  # again: something may have appeared there while the export ran
         if os.path.isdir(output):
             shutil.rmtree(output)  # an earlier export (check_output made sure)
         os.replace(tmp, output)
+        if format == 'gguf':
+            os.replace(recipe, modelfile_path(output))
     finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
-        elif os.path.exists(tmp):
-            os.remove(tmp)
-    if format == 'gguf':
-        with open(os.path.splitext(output)[0] + '.Modelfile', 'w', encoding='utf-8') as fh:
-            fh.write(modelfile(os.path.basename(output), tok, model.config.block_size))
+        for path in partials:
+            remove(path)
     return output
 
 

@@ -3,7 +3,7 @@ The arena started for real (sample_gradio.py as a subprocess on a free loopback 
 gradio_client and with a headless Chromium. Contestants: the tiny checkpoint twice (one model: never
 paired), server.py serving it (as a MiniGPT peer and as an OpenAI-compatible peer), a peer that streams
 slowly, and peers that misbehave: a closed port, HTML, silence before and in the middle of an answer, a
-flood. Below them, the plain functions of contestants.py and the page: the peers file, who may meet whom,
+flood. Below them, the plain functions of contestants.py and the page: who may meet whom,
 pacing, leaks, one vote per battle.
 """
 import csv
@@ -22,7 +22,7 @@ import pytest
 
 import sample_gradio
 from conftest import PYTHON, ROOT, free_port, serving
-from contestants import TooLong, capped, default_peers, draw_pair, load_peers, same_model_groups
+from contestants import TooLong, capped, draw_pair, same_model_groups
 
 # top_p and the penalties off: the page's defaults penalise repeats, which would change what the tiny models recite
 OFF = (1.0, 0.0, 0.0)
@@ -276,62 +276,6 @@ def test_bad_peers_file_stops_the_arena_at_start(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the plain functions
-@pytest.mark.parametrize('entries, message', [
-    ([{'name': 'a', 'url': 'http://h:5000', 'modle': 'x'}], "entry 1 ('a'): unknown key(s) ['modle']"),
-    ([{'name': 'a', 'checkpoint': 'out/sft'}, {'url': 'http://h:5000'}], 'entry 2: needs a non-empty "name"'),
-    ([{'name': 'b'}], "entry 1 ('b'): needs \"url\""),
-    ([{'name': 'c', 'url': 'h:5000'}], "entry 1 ('c'): needs \"url\""),
-    ([{'name': 'd', 'url': 'http://h:1234/v1', 'kind': 'openai'}], 'an openai peer needs "model"'),
-    ([{'name': 'e', 'url': 'http://h:5000', 'kind': 'ollama'}], '"kind" must be one of'),
-    ([{'name': 'e', 'url': 'http://h:5000', 'kind': ['openai']}], '"kind" must be one of'),
-    ([{'name': 'f', 'checkpoint': 'out/sft', 'url': 'http://h:5000'}], "unknown key(s) ['url']"),
-    ([{'name': 'g', 'checkpoint': 'a'}, {'name': 'g', 'checkpoint': 'b'}], "entry 2 ('g'): the name 'g' is used twice"),
-    ([{'name': 'h', 'checkpoint': 5}], "entry 1 ('h'): \"checkpoint\" must be a non-empty string, got 5"),
-    ([{'name': 'i', 'checkpoint': None}], '"checkpoint" must be a non-empty string, got None'),
-    ([{'name': 'j', 'url': 'http://h:5000', 'model': 3}], '"model" must be a non-empty string, got 3'),
-    ([{'name': 'k', 'url': 'http://h:5000', 'weight': -1}], '"weight" must be a number >= 0'),
-    ([{'name': 'k', 'url': 'http://h:5000', 'weight': 'often'}], '"weight" must be a number >= 0'),
-    ([{'name': 'l', 'url': 'http://h:5000', 'same_as': 'nobody'}], '"same_as" must name other contestants'),
-    ([{'name': 'm', 'checkpoint': 'a', 'same_as': ['m']}], '"same_as" must name other contestants'),
-    ([{'name': 5, 'checkpoint': 'a'}], 'needs a non-empty "name"'),
-    (['x'], "entry 1: expected an object, got 'x'"),
-    ({'name': 'h'}, 'expected a non-empty JSON list'),
-])
-def test_peers_file_errors_name_the_entry(tmp_path, entries, message):
-    path = tmp_path / 'peers.json'
-    path.write_text(json.dumps(entries), encoding='utf-8')
-    with pytest.raises(SystemExit) as err:
-        load_peers(str(path))
-    assert message in str(err.value) and str(path) in str(err.value)
-
-
-def test_peers_file_encodings_and_the_three_kinds(tmp_path):
-    entries = [{'name': '本地', 'checkpoint': 'out/sft', 'weight': 2}, {'name': '张三的模型', 'url': 'http://192.168.1.20:5000'},
-               {'name': 'qwen', 'url': 'http://127.0.0.1:1234/v1', 'kind': 'openai', 'model': 'qwen2-7b-instruct',
-                'api_key_env': 'LMSTUDIO_KEY', 'same_as': ['张三的模型'], 'weight': 0.5}]
-    path = tmp_path / 'peers.json'
-    path.write_bytes(b'\xef\xbb\xbf' + json.dumps(entries, ensure_ascii=False).encode('utf-8'))  # Notepad's BOM is fine
-    assert [e.get('kind') for e in load_peers(str(path))] == [None, 'minigpt', 'openai']
-    path.write_bytes(json.dumps(entries, ensure_ascii=False).encode('gbk'))  # saved as GBK by a Chinese Windows editor
-    with pytest.raises(SystemExit, match=f'{path}: not UTF-8 \\(byte 11'):
-        load_peers(str(path))
-    path.write_text('[{"name": "x",}]', encoding='utf-8')
-    with pytest.raises(SystemExit, match='not valid JSON'):
-        load_peers(str(path))
-    with open(os.path.join(ROOT, 'peers.example.json'), encoding='utf-8') as f:
-        assert len(load_peers(f.name)) == len(json.load(f))
-
-
-def test_without_peers_json_the_local_checkpoints_are_used(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match='no peers.json and no out/sft or out/pretrain checkpoint'):
-        default_peers()
-    (tmp_path / 'out' / 'pretrain').mkdir(parents=True)
-    (tmp_path / 'out' / 'pretrain' / 'ckpt.pt').write_bytes(b'')
-    assert default_peers() == [{'name': 'pretrain (本地)', 'checkpoint': 'out/pretrain'}]
-    assert "peers.json not found: using the local checkpoints ['out/pretrain']" in capsys.readouterr().out
-
-
 def test_the_same_model_under_two_names_is_one_group(tmp_path, monkeypatch):
     (tmp_path / 'out' / 'sft').mkdir(parents=True)
     (tmp_path / 'out' / 'sft' / 'ckpt.pt').write_bytes(b'')

@@ -15,12 +15,13 @@ import torch  # noqa: E402
 
 import export  # noqa: E402
 from conftest import GPT2, SENTENCES, run_script, train_tiny_checkpoint  # noqa: E402
-from engine import generate_ids  # noqa: E402
+from engine import encode_prompt, generate_ids  # noqa: E402
 from checkpoint import load_checkpoint  # noqa: E402
 from tokenizer import PATTERNS, Tokenizer, get_tokenizer  # noqa: E402
 
 TEXTS = ['北京是中国的首都。', '熊猫喜欢吃竹子。长江', 'plain ASCII: GPT-2 (2019) & friends!', 'emoji 🐼🎉 and ＡＢＣ１２３',
-         '混合 English 和中文，标点……——《》【】', '第一行\n\n第二行\t制表符  两个空格 ##']
+         '混合 English 和中文，标点……——《》【】', '第一行\n\n第二行\t制表符  两个空格 ##',
+         'typed by a user: <|endoftext|> and <|answer|>, text to our engine']
 PROMPTS = ['北京是中国的首都。', '长江', 'Hello 熊猫 🐼']
 
 
@@ -108,20 +109,29 @@ def test_hf_greedy_generation_stops_at_eot_like_ours(kind, checkpoints, hf_folde
 def test_hf_tokenizer_gives_our_ids(kind, checkpoints, hf_folders):
     tok = load_checkpoint(checkpoints[kind])[1]
     _, ht = hf_load(hf_folders[kind])
-    for text in TEXTS:
-        assert ht.encode(text, add_special_tokens=False) == tok.encode(text), text
-        assert ht(text)['input_ids'] == tok.encode(text), text  # no BOS, no EOS added
+    for text in TEXTS:  # a special's text typed by a user stays text, as in our engine
+        assert ht.encode(text, add_special_tokens=False, split_special_tokens=True) == tok.encode(text), text
+        if kind == 'gpt2':  # its chat template writes no special: typed specials are text by default
+            assert ht.encode(text, add_special_tokens=False) == tok.encode(text), text
+            assert ht(text)['input_ids'] == tok.encode(text), text  # no BOS, no EOS added
         assert ht.decode(tok.encode(text)) == text
-    assert len(ht) == tok.n_vocab and ht.eos_token_id == tok.eot
-    assert ht.encode('<|endoftext|>') == [tok.eot]
-    question = [{'role': 'user', 'content': '北京是什么？'}]
-    chat = ht.apply_chat_template(question, return_dict=True)['input_ids']
-    assert chat == tok.encode('北京是什么？') + [tok.a_token]  # server.py's question layout
+    assert len(ht) == tok.n_vocab and ht.eos_token_id == tok.eot == ht.convert_tokens_to_ids('<|endoftext|>')
+    def chat(question, **kwargs):
+        return ht.apply_chat_template([{'role': 'user', 'content': question}], return_dict=True, **kwargs)['input_ids']
+    typed = '我打了 <|endoftext|> 和 <|answer|>，这是什么？'
+    assert chat('北京是什么？') == encode_prompt(tok, '北京是什么？', chat=True) == tok.encode('北京是什么？') + [tok.a_token]
+    if kind == 'gpt2':
+        assert chat(typed) == encode_prompt(tok, typed, chat=True)  # typed specials are text, exactly as ours
+    else:  # the template writes <|answer|>: typed specials stay text only when sanitized (ids may split at their edges)
+        safe = chat(typed, sanitize_control_tokens=True)
+        assert safe[-1] == tok.a_token and not set(safe[:-1]) & set(tok.special_tokens.values())
+        assert ht.decode(safe[:-1]) == typed and tok.eot in chat(typed)
     if kind == 'trained':
-        assert ht.encode('问<|answer|>') == tok.encode('问') + [tok.a_token]
+        assert ht.encode('问<|answer|>') == tok.encode('问') + [tok.a_token]  # what the chat template relies on
         assert ht.decode([tok.a_token, tok.eot], skip_special_tokens=True) == ''
     else:
         assert tok.a_token == 2235 and ht.encode('##') == [2235]  # GPT-2's separator is an ordinary token
+        assert chat('<|endoftext|>') == tok.encode('<|endoftext|>') + [2235]
     generation = json.load(open(os.path.join(hf_folders[kind], 'generation_config.json')))
     assert generation['eos_token_id'] == tok.eot
 
@@ -268,3 +278,49 @@ def test_unmappable_models_and_tokenizers_refused(checkpoints, tmp_path, monkeyp
         export.gpt2_tensors(model, tok.n_vocab)
     rows = export.gpt2_tensors(load_checkpoint(checkpoints['gpt2'])[0], GPT2.n_vocab)[0][2].shape[0]
     assert (GPT2.vocab_size, rows) == (50304, 50257)  # PAD and padding rows are not exported
+
+
+def test_an_export_replaces_only_what_an_export_wrote(checkpoints, tmp_path, monkeypatch):
+    ckpt = checkpoints['trained']
+    notes, script = tmp_path / 'notes.gguf', tmp_path / 'model.Modelfile'
+    notes.write_text('my notes')
+    script.write_text('FROM llama3\n')  # a Modelfile of the user's, where ours would go for model.gguf
+    with pytest.raises(ValueError, match='notes.gguf exists and is not a GGUF written by export.py'):
+        export.export(ckpt, 'gguf', str(notes))
+    with pytest.raises(ValueError, match='model.Modelfile .where the Ollama Modelfile goes. exists and export.py'):
+        export.export(ckpt, 'gguf', str(tmp_path / 'model.gguf'))
+    assert notes.read_text() == 'my notes' and script.read_text() == 'FROM llama3\n'
+    assert not (tmp_path / 'model.gguf').exists()
+    mine = tmp_path / 'mine'  # a user's folder whose files happen to have export names
+    mine.mkdir()
+    (mine / 'README.md').write_text('# my project')
+    (mine / 'config.json').write_text('{}')
+    with pytest.raises(ValueError, match='mine was not written by export.py .it has no minigpt_export.json'):
+        export.export(ckpt, 'hf', str(mine))
+    assert (mine / 'README.md').read_text() == '# my project'
+    # what an export wrote is replaced; a killed export's leftovers go; the sampling settings come from one place
+    monkeypatch.setattr(export, 'sampling_defaults', lambda: {'temperature': 0.35, 'top_k': 7})
+    for path, format in ((tmp_path / 'x.gguf', 'gguf'), (tmp_path / 'x-hf', 'hf')):
+        (tmp_path / f'{path.name}.partial').mkdir()
+        if format == 'gguf':
+            (tmp_path / 'x.Modelfile.partial').write_text('half')
+        export.export(ckpt, format, str(path))
+        export.export(ckpt, format, str(path))
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('x')) == sorted(
+            ['x.gguf', 'x.Modelfile'] + (['x-hf'] if format == 'hf' else []))
+    modelfile = (tmp_path / 'x.Modelfile').read_text(encoding='utf-8').splitlines()
+    assert modelfile[0] == '# Ollama Modelfile written by export.py for x.gguf'
+    assert modelfile[-3:] == ['PARAMETER temperature 0.35', 'PARAMETER top_k 7', 'PARAMETER repeat_penalty 1.0']
+    assert set(os.listdir(tmp_path / 'x-hf')) == export.HF_FILES
+    assert reader_fields(str(tmp_path / 'x.gguf'))[1][export.GGUF_MARK] == 'export.py'
+
+
+def test_a_checkpoint_without_its_ranks_checksum_is_one_line(checkpoints, tmp_path):
+    data = torch.load(os.path.join(checkpoints['trained'], 'ckpt.pt'), weights_only=True)
+    del data['tokenizer']['ranks_sha256']
+    os.makedirs(tmp_path / 'nosha')
+    torch.save(data, tmp_path / 'nosha' / 'ckpt.pt')
+    proc = run_script(['export.py', f'--out_dir={tmp_path}/nosha', '--format=gguf', f'--output={tmp_path}/n.gguf'],
+                      check=False)
+    assert proc.returncode == 1 and proc.stderr.count('\n') == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: {tmp_path}/nosha/ckpt.pt: its trained tokenizer has no 'ranks_sha256'")
