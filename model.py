@@ -42,7 +42,9 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:  # attend to the cached positions 0..pos-1 plus these T new ones
             k, v = kv_cache.insert(layer, k, v)
             pos = kv_cache.pos
-            if T == 1:  # one new token sees everything before it: no mask at all
+            if kv_cache.positions is not None:  # one token per row, each at its own position: row b sees 0..pos[b]
+                mask, causal = kv_cache.mask, False
+            elif T == 1:  # one new token sees everything before it: no mask at all
                 causal = False
             elif pos > 0:  # a chunk after cached tokens: query i sees keys up to pos + i
                 mask, causal = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos), False
@@ -109,14 +111,18 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, loss_mask=None, kv_cache=None):
         """With a kv_cache (generation only), idx holds the tokens after the kv_cache.pos cached ones."""
         B, T = idx.size()
-        start = kv_cache.pos if kv_cache is not None else 0
-        assert start + T <= self.config.block_size, f"sequence of {start + T} tokens, block_size is {self.config.block_size}"
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        if kv_cache is not None and kv_cache.positions is not None:  # a batch of rows at different positions
+            assert T == 1, 'rows at their own positions take one token each'
+            pos = kv_cache.positions[:, None]
+        else:
+            start = kv_cache.pos if kv_cache is not None else 0
+            assert start + T <= self.config.block_size, f"sequence of {start + T} tokens, block_size is {self.config.block_size}"
+            pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, i)
         x = self.transformer.ln_f(x)
-        if kv_cache is not None:
+        if kv_cache is not None and kv_cache.positions is None:
             kv_cache.pos += T
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None  # generation needs the last position only
@@ -149,19 +155,46 @@ class KVCache:
     """
     Keys and values of every layer for the first `pos` positions of a batch, so that generation runs the
     prompt once (prefill) and then one new position per step instead of recomputing the whole context.
+    A batch whose rows stand at different positions (a serving batch) sets them with at() before each
+    one-token forward; the forward then uses the first len(positions) rows of the cache.
     """
     def __init__(self, config, batch_size=1, device='cpu', dtype=torch.float32):
         shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.block_size = config.block_size
         self.pos = 0  # positions filled; GPT.forward advances it after all layers have inserted
+        self.positions = None  # or, per row, the position its next token goes to (at())
+
+    def at(self, positions):
+        """Per-row positions (a list of ints) for the next one-token forward; the caller advances them."""
+        span = max(positions) + 1
+        assert span <= self.block_size, f"position {span - 1}, block_size is {self.block_size}"
+        device = self.k.device
+        self.positions = torch.tensor(positions, dtype=torch.long, device=device)
+        self.rows = torch.arange(len(positions), device=device)
+        self.span = span
+        self.mask = (torch.arange(span, device=device)[None] <= self.positions[:, None])[:, None, None, :]
+        return self
+
+    def slot(self, i):
+        """Row i alone, from position 0: a cache over the same memory, for prefilling that row."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v = self.k[:, i:i + 1], self.v[:, i:i + 1]
+        view.block_size, view.pos, view.positions = self.block_size, 0, None
+        return view
 
     def insert(self, layer, k, v):
-        """Stores this layer's new keys/values at pos.. and returns all keys/values so far."""
+        """Stores this layer's new keys/values (at pos.., or at each row's position) and returns all keys/values so far."""
+        B = k.size(0)
+        if self.positions is not None:
+            self.k[layer, self.rows, :, self.positions] = k[:, :, 0]
+            self.v[layer, self.rows, :, self.positions] = v[:, :, 0]
+            return self.k[layer, :B, :, :self.span], self.v[layer, :B, :, :self.span]
         end = self.pos + k.size(2)
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        self.k[layer, :B, :, self.pos:end] = k
+        self.v[layer, :B, :, self.pos:end] = v
+        return self.k[layer, :B, :, :end], self.v[layer, :B, :, :end]
 
 
 def pick_device(device='auto'):
