@@ -512,6 +512,6 @@ def pieces_of(tok, ids, stops=(), state=None):
         ids.close()
 
 
-def generate_text(model, tok, prompt, chat=False, sampling=None, **changes):
+def generate_text(model, tok, prompt, sampling=None, chat=False, **changes):
     """The whole continuation (or answer, for a question) of a prompt text."""
     return ''.join(stream_text(model, tok, encode_prompt(tok, prompt, chat=chat), sampling, **changes))
