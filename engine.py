@@ -349,6 +349,30 @@ def _alone(model, eot, n_vocab, row):
             yield next_id
 
 
+def generate_many(model, tok, prompts, sampling=None, slots=16):
+    """
+    New ids for each of many prompts (lists of ids), `slots` rows stepped together in the caller's thread, a
+    row joining as soon as one ends: what a batch job (an evaluation) wants. Each row's ids are those it gets alone.
+    """
+    sampling = sampling or Sampling.openai()
+    rows = [Row(p, sampling) for p in prompts]
+    out = {id(r): [] for r in rows}
+    with torch.inference_mode():
+        batch = Batch(model, tok.eot, tok.n_vocab, max(1, min(slots, len(rows))))
+        todo = iter(rows)
+        for row in todo:
+            batch.add(row)
+            if len(batch.rows) == batch.slots:
+                break
+        while batch.rows:
+            for row, next_id in batch.step():
+                if next_id is not None:
+                    out[id(row)].append(next_id)
+            while len(batch.rows) < batch.slots and (row := next(todo, None)) is not None:
+                batch.add(row)
+    return [out[id(r)] for r in rows]
+
+
 # ----------------------------------------------------------------------------- the engine thread
 
 class Busy(Exception):

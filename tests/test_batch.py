@@ -135,3 +135,11 @@ def test_a_row_ended_by_a_stop_string_leaves_and_the_others_go_on():
     steps = engine.steps
     assert list(long_one.ids()) == list(generate_ids(model, GPT2, [9, 10], s.but(max_new_tokens=400)))
     assert engine.steps - steps < 400  # the stopped row did not run on to its max_new_tokens first
+
+
+def test_generate_many_gives_each_prompt_its_solo_ids():
+    from engine import generate_many
+    model, rng = random_model(seed=14), random.Random(1)
+    prompts = [[rng.randrange(50000) for _ in range(rng.randrange(1, 20))] for _ in range(11)]
+    s = Sampling(temperature=0, max_new_tokens=25)  # the demo's penalties on, greedy: what Rouge-L runs
+    assert generate_many(model, GPT2, prompts, s, slots=4) == [list(generate_ids(model, GPT2, p, s)) for p in prompts]

@@ -76,7 +76,7 @@ def test_openai_completions_plain_and_streamed(server):
     assert ''.join(chunks) == SENTENCES[0][2:] and len(chunks) > 5
     short = c.completions.create(model='tiny', prompt='长江', max_tokens=3, temperature=0)
     assert short.choices[0].finish_reason == 'length' and short.usage.completion_tokens == 3
-    # the seed's convention: a prompt ending in ## is a question, the answer alone comes back
+    # a prompt ending in ## is a question: the answer alone comes back
     assert c.completions.create(model='qa', prompt=QA[2][0] + ' ##', temperature=0).choices[0].text == QA[2][1]
 
 

@@ -156,3 +156,24 @@ def test_bad_settings_are_one_line_errors(arg, message):
     proc = run_script(['server.py', '--models=x=nowhere', arg], check=False, timeout=60)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], proc.stderr
+
+
+def test_importing_server_and_sample_reads_no_settings(monkeypatch, tmp_path):
+    """The configurator runs in main(): a test (or a script) imports them and calls their parts directly."""
+    import importlib
+    import sys
+    monkeypatch.setattr(sys, 'argv', ['x', '--no_such_setting=1', '--port=abc'])
+    for name in ('server', 'sample'):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        module = importlib.import_module(name)  # once: "unknown setting --no_such_setting" and an exit
+        assert module.__name__ == name
+    sample = sys.modules['sample']
+    with pytest.raises(ValueError, match='"top_p"'):
+        sample.sampling_of(1, 10, 0.5, 20, 1.5, 0.0, 0.0, 1)
+    assert sample.sampling_of(2, 10, 0.5, 0, 0.9, 0.0, 0.0, 1) == Sampling(max_new_tokens=10, temperature=0.5, top_k=None,
+                                                                             top_p=0.9, presence_penalty=0, frequency_penalty=0,
+                                                                             seed=1)
+    with pytest.raises(ValueError, match='--models entry "nonsense" must look like name=checkpoint_folder'):
+        server.load_models('nonsense', 'cpu')  # it raises; only main() exits
+    with pytest.raises(ValueError, match=f'model x: .*{tmp_path.name}'):
+        server.load_models(f'x={tmp_path}', 'cpu')
