@@ -195,8 +195,8 @@ def sample_rows(logits, settings, generators, counts=None):
         presence = torch.tensor([s.presence_penalty for s in settings], device=device)[:, None]
         frequency = torch.tensor([s.frequency_penalty for s in settings], device=device)[:, None]
         logits = penalize(logits, counts, presence, frequency)
-    out = torch.argmax(logits, dim=-1).tolist()  # the greedy rows' answer; the others are drawn below
     drawn = [b for b, s in enumerate(settings) if s.temperature >= GREEDY_BELOW]
+    out = torch.argmax(logits, dim=-1).tolist() if len(drawn) < B else [None] * B  # greedy rows: the argmax
     if not drawn:
         return out
     sub = logits[drawn] if len(drawn) < B else logits
@@ -302,7 +302,10 @@ class Batch:
         rows = self.rows
         B = len(rows)
         idx = torch.tensor([[r.tokens[-1]] for r in rows], dtype=torch.long, device=self.device)
-        self.cache.at([len(r.tokens) - 1 - r.start for r in rows])
+        if B == 1:  # one row: the plain cached step, no per-row positions or mask to build
+            self.cache.positions, self.cache.pos = None, len(rows[0].tokens) - 1 - rows[0].start
+        else:
+            self.cache.at([len(r.tokens) - 1 - r.start for r in rows])
         logits = self.model(idx, kv_cache=self.cache)[0][:, -1, :self.n_vocab]
         ids = sample_rows(logits, [r.sampling for r in rows], [r.generator for r in rows], self.counts[:B])
         out, done, kept = [], [], []
@@ -318,8 +321,9 @@ class Batch:
             if row.made >= row.sampling.max_new_tokens:
                 out.append((row, None))
                 done.append(i)
-        if kept:
-            self.counts[kept, [ids[i] for i in kept]] += 1
+        counted = [i for i in kept if rows[i].sampling.presence_penalty or rows[i].sampling.frequency_penalty]
+        if counted:  # only the rows whose penalties read them
+            self.counts[counted, [ids[i] for i in counted]] += 1
         for i in reversed(done):
             self.remove(i)
         for i, row in enumerate(self.rows):

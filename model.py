@@ -50,8 +50,8 @@ class CausalSelfAttention(nn.Module):
                 mask, causal = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos), False
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=causal)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        y = self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        return self.resid_dropout(y) if self.training else y  # a module call less per layer in a decode step
 
 
 class MLP(nn.Module):
@@ -62,7 +62,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        y = self.c_proj(F.gelu(self.c_fc(x)))
+        return self.dropout(y) if self.training else y
 
 
 class Block(nn.Module):
@@ -118,7 +119,8 @@ class GPT(nn.Module):
             start = kv_cache.pos if kv_cache is not None else 0
             assert start + T <= self.config.block_size, f"sequence of {start + T} tokens, block_size is {self.config.block_size}"
             pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        x = self.transformer.drop(x) if self.training else x
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, i)
         x = self.transformer.ln_f(x)
@@ -165,6 +167,7 @@ class KVCache:
         self.block_size = config.block_size
         self.pos = 0  # positions filled; GPT.forward advances it after all layers have inserted
         self.positions = None  # or, per row, the position its next token goes to (at())
+        self.rows = None  # 0..B-1 for the rows of an at() forward
 
     def at(self, positions):
         """Per-row positions (a list of ints) for the next one-token forward; the caller advances them."""
@@ -172,7 +175,8 @@ class KVCache:
         assert span <= self.block_size, f"position {span - 1}, block_size is {self.block_size}"
         device = self.k.device
         self.positions = torch.tensor(positions, dtype=torch.long, device=device)
-        self.rows = torch.arange(len(positions), device=device)
+        if getattr(self, 'rows', None) is None or len(self.rows) != len(positions):
+            self.rows = torch.arange(len(positions), device=device)
         self.span = span
         self.mask = (torch.arange(span, device=device)[None] <= self.positions[:, None])[:, None, None, :]
         return self
@@ -181,7 +185,7 @@ class KVCache:
         """Row i alone, from position 0: a cache over the same memory, for prefilling that row."""
         view = KVCache.__new__(KVCache)
         view.k, view.v = self.k[:, i:i + 1], self.v[:, i:i + 1]
-        view.block_size, view.pos, view.positions = self.block_size, 0, None
+        view.block_size, view.pos, view.positions, view.rows = self.block_size, 0, None, None
         return view
 
     def insert(self, layer, k, v):
