@@ -156,9 +156,13 @@ def window(config):
 
 # ----------------------------------------------------------------------------- sampling
 
+def penalty(counts, presence_penalty, frequency_penalty):
+    """OpenAI's penalties, what is subtracted from each logit: presence * (count[j] > 0) + frequency * count[j]."""
+    return presence_penalty * (counts > 0).to(counts.dtype) + frequency_penalty * counts
+
+
 def penalize(logits, counts, presence_penalty, frequency_penalty):
-    """OpenAI's penalties: logit[j] -= presence * (count[j] > 0) + frequency * count[j] (numbers or per-row columns)."""
-    return logits - presence_penalty * (counts > 0).to(logits.dtype) - frequency_penalty * counts
+    return logits - penalty(counts, presence_penalty, frequency_penalty)
 
 
 def candidates(logits, temperature, top_k=None, top_p=1.0):
@@ -182,19 +186,18 @@ def nucleus(probs, top_p):
     return probs / probs.sum(-1, keepdim=True)
 
 
-def sample_rows(logits, settings, generators, counts=None):
+def sample_rows(logits, settings, generators, penalties=None):
     """
     One id per row: logits (B, n_vocab) of the candidates' ids (already cut to n_vocab), each row with its own
-    Sampling, torch.Generator and generated-id counts (B, n_vocab). Everything but the draws is done for all rows
-    at once; a row draws the same exponentials, in the same order, as it would alone.
+    Sampling, torch.Generator and penalties (B, n_vocab: what penalty() gives for its generated ids so far).
+    Everything but the draws is done for all rows at once; a row draws the same exponentials, in the same order,
+    as it would alone.
     """
     logits = logits.float()
     B, n_vocab = logits.shape
     device = logits.device
-    if counts is not None and any(s.presence_penalty or s.frequency_penalty for s in settings):
-        presence = torch.tensor([s.presence_penalty for s in settings], device=device)[:, None]
-        frequency = torch.tensor([s.frequency_penalty for s in settings], device=device)[:, None]
-        logits = penalize(logits, counts, presence, frequency)
+    if penalties is not None and any(s.presence_penalty or s.frequency_penalty for s in settings):
+        logits = logits - penalties
     drawn = [b for b, s in enumerate(settings) if s.temperature >= GREEDY_BELOW]
     out = torch.argmax(logits, dim=-1).tolist() if len(drawn) < B else [None] * B  # greedy rows: the argmax
     if not drawn:
@@ -240,7 +243,8 @@ def sample_next(logits, n_vocab, generator, temperature=1.0, top_k=None, top_p=1
     """One id from one row of logits (1-D, any length >= n_vocab); only ids < n_vocab."""
     s = Sampling.openai(temperature=temperature, top_k=top_k, top_p=top_p, presence_penalty=presence_penalty,
                         frequency_penalty=frequency_penalty)
-    return sample_rows(logits[None, :n_vocab], [s], [generator], None if counts is None else counts[None])[0]
+    penalties = None if counts is None else penalty(counts[None], presence_penalty, frequency_penalty)
+    return sample_rows(logits[None, :n_vocab], [s], [generator], penalties)[0]
 
 
 # ----------------------------------------------------------------------------- the batch
@@ -266,7 +270,10 @@ class Batch:
         self.model, self.eot, self.n_vocab, self.slots = model, eot, n_vocab, slots
         self.device = param.device
         self.cache = KVCache(model.config, slots, self.device, param.dtype)
-        self.counts = torch.zeros(slots, n_vocab, device=self.device)  # generated ids per row, for the penalties
+        # per row: how often each id was generated, and the penalty it has earned (kept up to date, id by id,
+        # so a step subtracts it in one pass instead of recomputing it over the whole vocabulary)
+        self.counts = torch.zeros(slots, n_vocab, device=self.device)
+        self.penalties = torch.zeros(slots, n_vocab, device=self.device)
         self.max_ctx, self.keep = window(model.config)
         self.rows = []
 
@@ -284,6 +291,7 @@ class Batch:
         self.rows.append(row)
         i = len(self.rows) - 1
         self.counts[i].zero_()
+        self.penalties[i].zero_()
         self.prefill(i)
 
     def remove(self, i):
@@ -294,6 +302,7 @@ class Batch:
             self.cache.k[:, i, :, :used] = self.cache.k[:, last, :, :used]
             self.cache.v[:, i, :, :used] = self.cache.v[:, last, :, :used]
             self.counts[i] = self.counts[last]
+            self.penalties[i] = self.penalties[last]
             self.rows[i] = self.rows[last]
         self.rows.pop()
 
@@ -306,8 +315,8 @@ class Batch:
             self.cache.positions, self.cache.pos = None, len(rows[0].tokens) - 1 - rows[0].start
         else:
             self.cache.at([len(r.tokens) - 1 - r.start for r in rows])
-        logits = self.model(idx, kv_cache=self.cache)[0][:, -1, :self.n_vocab]
-        ids = sample_rows(logits, [r.sampling for r in rows], [r.generator for r in rows], self.counts[:B])
+        logits = self.model.decode(idx, self.cache)[:, :self.n_vocab]
+        ids = sample_rows(logits, [r.sampling for r in rows], [r.generator for r in rows], self.penalties[:B])
         out, done, kept = [], [], []
         for i, (row, next_id) in enumerate(zip(rows, ids)):
             if next_id == self.eot:
@@ -323,7 +332,11 @@ class Batch:
                 done.append(i)
         counted = [i for i in kept if rows[i].sampling.presence_penalty or rows[i].sampling.frequency_penalty]
         if counted:  # only the rows whose penalties read them
-            self.counts[counted, [ids[i] for i in counted]] += 1
+            where = (counted, [ids[i] for i in counted])
+            self.counts[where] += 1
+            presence = torch.tensor([rows[i].sampling.presence_penalty for i in counted], device=self.device)
+            frequency = torch.tensor([rows[i].sampling.frequency_penalty for i in counted], device=self.device)
+            self.penalties[where] = penalty(self.counts[where], presence, frequency)
         for i in reversed(done):
             self.remove(i)
         for i, row in enumerate(self.rows):

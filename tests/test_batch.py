@@ -143,3 +143,23 @@ def test_generate_many_gives_each_prompt_its_solo_ids():
     prompts = [[rng.randrange(50000) for _ in range(rng.randrange(1, 20))] for _ in range(11)]
     s = Sampling(temperature=0, max_new_tokens=25)  # the demo's penalties on, greedy: what Rouge-L runs
     assert generate_many(model, GPT2, prompts, s, slots=4) == [list(generate_ids(model, GPT2, p, s)) for p in prompts]
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_decode_is_forward_bit_for_bit(dtype):
+    """model.decode, the engine's step, is forward's computation without nn.Module's overhead: the same bits."""
+    from model import KVCache
+    model = random_model(seed=15, dtype=dtype)
+    a, b = KVCache(model.config, 3, 'cpu', dtype), KVCache(model.config, 3, 'cpu', dtype)
+    with torch.no_grad():
+        for cache in (a, b):
+            for i, n in enumerate((5, 9, 2)):
+                model(torch.arange(100 + i, 100 + i + n)[None], kv_cache=cache.slot(i))
+        idx = torch.tensor([[7], [8], [9]])
+        want = model(idx, kv_cache=a.at([5, 9, 2]))[0][:, -1]
+        assert torch.equal(model.decode(idx, b.at([5, 9, 2])), want)
+        assert torch.equal(a.k, b.k) and torch.equal(a.v, b.v)
+        one_a, one_b = a.slot(1), b.slot(1)
+        one_a.pos = one_b.pos = 10
+        assert torch.equal(model.decode(idx[:1], one_b), model(idx[:1], kv_cache=one_a)[0][:, -1])
+        assert one_a.pos == one_b.pos == 11
