@@ -416,14 +416,27 @@ class Request:
         self.engine._forget(self)
 
     def ids(self):
+        for group in self.groups():
+            yield from group
+
+    def groups(self):
+        """Lists of the ids made since the last one was read (at least one each): a reader that falls behind the
+        engine catches up in one piece of text rather than one per token, which is what a busy server needs."""
         try:
             while True:
-                item = self.out.get()
-                if item is None:
+                group = [self.out.get()]
+                while group[-1] is not None and not isinstance(group[-1], BaseException):
+                    try:
+                        group.append(self.out.get_nowait())
+                    except queue.Empty:
+                        break
+                end = group[-1] is None or isinstance(group[-1], BaseException)
+                if group[:-1 if end else None]:
+                    yield group[:-1 if end else None]
+                if end:
+                    if group[-1] is not None:
+                        raise group[-1]
                     return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
         finally:
             self.cancel()
 
@@ -506,10 +519,10 @@ class Engine:
 # ----------------------------------------------------------------------------- text
 
 def text_pieces(tok, ids):
-    """Whole-character text pieces of a stream of ids: bytes are held back until they decode whole."""
+    """Whole-character text pieces of a stream of ids (or lists of ids): bytes are held back until they decode whole."""
     decoder = codecs.getincrementaldecoder('utf-8')(errors='ignore')  # keeps a partial character for later
-    for i in ids:
-        piece = decoder.decode(tok.token_bytes(i))
+    for i in ids:  # an id, or a list of ids to turn into one piece
+        piece = decoder.decode(b''.join(map(tok.token_bytes, i)) if isinstance(i, list) else tok.token_bytes(i))
         if piece:
             yield piece
     tail = decoder.decode(b'', final=True)  # a character cut off by max_new_tokens is dropped

@@ -252,15 +252,15 @@ def run(engine, job, tally, environ):
     gone = environ.get('waitress.client_disconnected', lambda: False)  # waitress notices it on its event loop
 
     def steps():
-        ids = job.ids()
+        groups = job.groups()  # what the engine made since the last piece went out: one piece of text per wake-up
         try:
-            for i in ids:
+            for group in groups:
                 if gone():
                     return
-                tally['completion_tokens'] += 1
-                yield i
+                tally['completion_tokens'] += len(group)
+                yield group
         finally:
-            ids.close()  # frees the slot at the engine's next step
+            groups.close()  # frees the slot at the engine's next step
     return pieces_of(engine.tok, steps(), job.row.sampling.stop, tally)
 
 
