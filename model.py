@@ -154,20 +154,29 @@ class GPT(nn.Module):
             assert kv_cache.pos < cfg.block_size, f"position {kv_cache.pos}, block_size is {cfg.block_size}"
             x = F.embedding(idx, tr.wte.weight) + tr.wpe.weight[kv_cache.pos]
             mask = None  # one new token sees everything before it
-        for i, block in enumerate(tr.h):
-            attn, mlp = block.attn, block.mlp
-            h = F.layer_norm(x, (C,), block.ln_1.weight, block.ln_1.bias)
-            q, k, v = F.linear(h, attn.c_attn.weight, attn.c_attn.bias).split(C, dim=2)
+        for i, (ln1, ln1b, wqkv, bqkv, wo, bo, ln2, ln2b, wfc, bfc, wp, bp) in enumerate(self._layer_weights()):
+            h = F.layer_norm(x, (C,), ln1, ln1b)
+            q, k, v = F.linear(h, wqkv, bqkv).split(C, dim=2)
             q, k, v = (t.view(B, 1, H, C // H).transpose(1, 2) for t in (q, k, v))
             k, v = kv_cache.insert(i, k, v)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            x = x + F.linear(y.transpose(1, 2).contiguous().view(B, 1, C), attn.c_proj.weight, attn.c_proj.bias)
-            h = F.layer_norm(x, (C,), block.ln_2.weight, block.ln_2.bias)
-            x = x + F.linear(F.gelu(F.linear(h, mlp.c_fc.weight, mlp.c_fc.bias)), mlp.c_proj.weight, mlp.c_proj.bias)
+            x = x + F.linear(y.transpose(1, 2).contiguous().view(B, 1, C), wo, bo)
+            h = F.layer_norm(x, (C,), ln2, ln2b)
+            x = x + F.linear(F.gelu(F.linear(h, wfc, bfc)), wp, bp)
         if kv_cache.positions is None:
             kv_cache.pos += 1
         x = F.layer_norm(x, (C,), tr.ln_f.weight, tr.ln_f.bias)
         return F.linear(x[:, -1], self.lm_head.weight)
+
+    def _layer_weights(self):
+        """Each block's parameters in decode's order, looked up once (nn.Module's attribute lookup is slow); the
+        Parameter objects stay the same when weights are loaded or moved, so the list stays valid."""
+        if '_decode_weights' not in self.__dict__:
+            self.__dict__['_decode_weights'] = [
+                (b.ln_1.weight, b.ln_1.bias, b.attn.c_attn.weight, b.attn.c_attn.bias, b.attn.c_proj.weight,
+                 b.attn.c_proj.bias, b.ln_2.weight, b.ln_2.bias, b.mlp.c_fc.weight, b.mlp.c_fc.bias,
+                 b.mlp.c_proj.weight, b.mlp.c_proj.bias) for b in self.transformer.h]
+        return self.__dict__['_decode_weights']
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         params = [p for p in self.parameters() if p.requires_grad]
