@@ -177,10 +177,11 @@ class TooLong(Exception):
 
 
 def stream_local(loaded, prompt, params):
-    """A local checkpoint's answer, loaded = (model, tokenizer): the one place the arena calls the engine."""
+    """A local checkpoint's answer, loaded = (model, tokenizer): the one place the arena calls the engine.
+    params change the engine's Sampling() defaults, the demo's, which /generate starts from too."""
     import engine
     model, tok = loaded
-    return engine.stream_text(model, tok, engine.encode_prompt(tok, prompt), **params)
+    return engine.stream_text(model, tok, engine.encode_prompt(tok, prompt), engine.Sampling(**params))
 
 
 def bearer(peer):

@@ -16,7 +16,9 @@ Where the items come from:
   of a prepared dataset (--data_dir). An SFT row gives its question and answer; a pretrain row gives
   the first --prompt_fraction of the article as the prompt and the rest as the reference.
 --prompts=questions (or continuations) keeps only the prompts that end in ## (or do not).
-Each prompt is answered by the shared engine (greedy by default), then scored with rouge-score's
+Each prompt is answered by the shared engine, --batch_size answers stepped together, with the demo's
+sampling (engine.Sampling(): top-k 20, presence and frequency penalties 1.0) made greedy, so a rerun gives
+the same scores; a row's answer is the one it gets alone. Then it is scored with rouge-score's
 Rouge-L: the longest common subsequence of characters, as precision, recall and F (mean and median).
 Beside it, what a small model's first complaint is about, loops (on characters, whitespace dropped):
 - repeat_4gram_share: share of answers in which some 4 characters occur at least twice (overlaps count);
@@ -45,12 +47,14 @@ data_dir = ''  # prepared dataset for --from_rows
 prompt_fraction = 0.5  # --from_rows on pretrain rows: share of the article's characters given as the prompt
 prompts = 'all'  # 'questions' (ending in ##), 'continuations' (the others) or 'all
 max_new_tokens = 128  # longest answer generated
-temperature = 0.0  # 0 is greedy, so a rerun gives the same scores
-top_k = 20  # used only when temperature > 0
+# the demo's sampling (engine.Sampling(): top-k 20, penalties 1.0), greedy so that a rerun gives the same scores
+temperature = 0.0  # 0 is greedy
+top_k = 20  # used only when temperature > 0; 0 = all ids
 top_p = 1.0  # nucleus sampling when temperature > 0; 1.0 = off
-presence_penalty = 0.0  # OpenAI's penalties over the tokens generated so far (engine.py); 0 = off
-frequency_penalty = 0.0
+presence_penalty = 1.0  # OpenAI's penalties over the tokens generated so far (engine.py); 0 = off
+frequency_penalty = 1.0
 seed = 1337  # sampling seed when temperature > 0
+batch_size = 16  # answers generated together, one forward per token for all of them
 limit = 0  # score at most this many items; 0 is all
 show = 3  # examples printed after scoring
 device = 'auto'  # auto | cpu | cuda | mps
@@ -119,7 +123,7 @@ def read_items(path):
                                  f"or question/answer)")
         if fields[0] == 'prompt':
             prompt, reference = record['prompt'], record['reference']
-        else:  # the seed's convention: a prompt ending in ## is a question, the answer follows
+        else:  # a prompt ending in ## is a question, the answer follows
             prompt, reference = record['question'].strip() + ' ##', record['answer']
         items.append({'id': record.get('id', len(items)), 'prompt': prompt, 'reference': reference})
     if not items:
@@ -167,16 +171,19 @@ def repetition(predictions):
             'distinct_2': len(set(bigrams)) / len(bigrams) if bigrams else 0.0}
 
 
-def evaluate(model, tok, items, scorer, max_new_tokens, **gen):
-    """Generates an answer for every item and scores it; returns the items with prediction and scores."""
-    from engine import encode_prompt, generate_ids
+def evaluate(model, tok, items, scorer, sampling, batch_size=16):
+    """Generates an answer for every item (batch_size at a time) and scores it; returns the items with prediction and scores."""
+    from engine import encode_prompt, generate_many
+    answers = []
+    for i in tqdm(range(0, len(items), batch_size * 4), desc='Rouge-L'):  # the bar moves every few batches
+        chunk = items[i:i + batch_size * 4]
+        answers += generate_many(model, tok, [encode_prompt(tok, item['prompt']) for item in chunk], sampling, batch_size)
     results = []
-    for item in tqdm(items, desc='Rouge-L'):
-        ids = list(generate_ids(model, tok, encode_prompt(tok, item['prompt']), max_new_tokens=max_new_tokens, **gen))
+    for item, ids in zip(items, answers):
         prediction = tok.decode(ids)  # what stream_text's pieces add up to
         scores = rouge_l(scorer, item['reference'], prediction) if item['reference'] else dict.fromkeys(ROUGE_KEYS)
-        results.append({**item, 'prediction': prediction, **scores,
-                        'tokens': len(ids), 'stopped_at_eot': len(ids) < max_new_tokens})  # the engine stops before EOT
+        results.append({**item, 'prediction': prediction, **scores, 'tokens': len(ids),
+                        'stopped_at_eot': len(ids) < sampling.max_new_tokens})  # the engine stops before EOT
     return results
 
 
@@ -222,16 +229,20 @@ def main():
         if not items:
             sys.exit(f"error: no {prompts} among the prompts of {input or data_dir}")
     items = items[:limit] if limit else items
-    try:
-        sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, presence_penalty=presence_penalty,
-                        frequency_penalty=frequency_penalty)
-        results = evaluate(model, tok, items, make_scorer(), max_new_tokens, seed=seed, **sampling)
-    except ValueError as e:  # the engine refuses a negative temperature, top_k < 1, top_p outside [0, 1], ...
+    from engine import Sampling
+    try:  # the engine refuses a negative temperature, top_k < 0, top_p outside [0, 1], ...
+        if top_k < 0 or batch_size < 1:
+            raise ValueError(f'need top_k >= 0 and batch_size >= 1 (got {top_k}, {batch_size})')
+        sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p,
+                            presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed)
+    except ValueError as e:
         sys.exit(f"error: {e}")
+    results = evaluate(model, tok, items, make_scorer(), sampling, batch_size)
     summary = summarize(results) | {'checkpoint': os.path.join(out_dir, 'ckpt.pt'),
                                     'iter_num': checkpoint.get('iter_num'), 'source': input or f'{data_dir}/{split}.bin',
-                                    'prompts': prompts,
-                                    'max_new_tokens': max_new_tokens, **sampling}
+                                    'prompts': prompts, 'max_new_tokens': max_new_tokens, 'temperature': temperature,
+                                    'top_k': top_k, 'top_p': top_p, 'presence_penalty': presence_penalty,
+                                    'frequency_penalty': frequency_penalty}
     prefix = output_prefix or os.path.join(out_dir, 'rougeL')
     write_reports(prefix, results, summary)
     for r in results[:show]:

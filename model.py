@@ -42,14 +42,16 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:  # attend to the cached positions 0..pos-1 plus these T new ones
             k, v = kv_cache.insert(layer, k, v)
             pos = kv_cache.pos
-            if T == 1:  # one new token sees everything before it: no mask at all
+            if kv_cache.positions is not None:  # one token per row, each at its own position: row b sees 0..pos[b]
+                mask, causal = kv_cache.mask, False
+            elif T == 1:  # one new token sees everything before it: no mask at all
                 causal = False
             elif pos > 0:  # a chunk after cached tokens: query i sees keys up to pos + i
                 mask, causal = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos), False
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=causal)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        y = self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        return self.resid_dropout(y) if self.training else y  # a module call less per layer in a decode step
 
 
 class MLP(nn.Module):
@@ -60,7 +62,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        y = self.c_proj(F.gelu(self.c_fc(x)))
+        return self.dropout(y) if self.training else y
 
 
 class Block(nn.Module):
@@ -109,14 +112,19 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, loss_mask=None, kv_cache=None):
         """With a kv_cache (generation only), idx holds the tokens after the kv_cache.pos cached ones."""
         B, T = idx.size()
-        start = kv_cache.pos if kv_cache is not None else 0
-        assert start + T <= self.config.block_size, f"sequence of {start + T} tokens, block_size is {self.config.block_size}"
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        if kv_cache is not None and kv_cache.positions is not None:  # a batch of rows at different positions
+            assert T == 1, 'rows at their own positions take one token each'
+            pos = kv_cache.positions[:, None]
+        else:
+            start = kv_cache.pos if kv_cache is not None else 0
+            assert start + T <= self.config.block_size, f"sequence of {start + T} tokens, block_size is {self.config.block_size}"
+            pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        x = self.transformer.drop(x) if self.training else x
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, i)
         x = self.transformer.ln_f(x)
-        if kv_cache is not None:
+        if kv_cache is not None and kv_cache.positions is None:
             kv_cache.pos += T
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None  # generation needs the last position only
@@ -130,6 +138,45 @@ class GPT(nn.Module):
         logits = self.lm_head(x.reshape(B * T, -1)[keep])
         losses = F.cross_entropy(logits.float(), targets.reshape(-1)[keep], reduction='none')
         return logits, (losses * mask[keep].float()).sum() / mask.float().sum().clamp(min=1.0)
+
+    def decode(self, idx, kv_cache):
+        """
+        forward(idx, kv_cache=kv_cache)[0][:, -1] for one new token per row (idx is (B, 1)): the same operations on
+        the same weights, bit for bit, written with torch.nn.functional so that a generation step skips nn.Module's
+        call machinery (hooks, attribute lookups), about a sixth of a small model's step on a CPU.
+        """
+        tr, cfg = self.transformer, self.config
+        B, C, H = idx.size(0), cfg.n_embd, cfg.n_head
+        if kv_cache.positions is not None:
+            x = F.embedding(idx, tr.wte.weight) + F.embedding(kv_cache.positions[:, None], tr.wpe.weight)
+            mask = kv_cache.mask
+        else:
+            assert kv_cache.pos < cfg.block_size, f"position {kv_cache.pos}, block_size is {cfg.block_size}"
+            x = F.embedding(idx, tr.wte.weight) + tr.wpe.weight[kv_cache.pos]
+            mask = None  # one new token sees everything before it
+        for i, (ln1, ln1b, wqkv, bqkv, wo, bo, ln2, ln2b, wfc, bfc, wp, bp) in enumerate(self._layer_weights()):
+            h = F.layer_norm(x, (C,), ln1, ln1b)
+            q, k, v = F.linear(h, wqkv, bqkv).split(C, dim=2)
+            q, k, v = (t.view(B, 1, H, C // H).transpose(1, 2) for t in (q, k, v))
+            k, v = kv_cache.insert(i, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            x = x + F.linear(y.transpose(1, 2).contiguous().view(B, 1, C), wo, bo)
+            h = F.layer_norm(x, (C,), ln2, ln2b)
+            x = x + F.linear(F.gelu(F.linear(h, wfc, bfc)), wp, bp)
+        if kv_cache.positions is None:
+            kv_cache.pos += 1
+        x = F.layer_norm(x, (C,), tr.ln_f.weight, tr.ln_f.bias)
+        return F.linear(x[:, -1], self.lm_head.weight)
+
+    def _layer_weights(self):
+        """Each block's parameters in decode's order, looked up once (nn.Module's attribute lookup is slow); the
+        Parameter objects stay the same when weights are loaded or moved, so the list stays valid."""
+        if '_decode_weights' not in self.__dict__:
+            self.__dict__['_decode_weights'] = [
+                (b.ln_1.weight, b.ln_1.bias, b.attn.c_attn.weight, b.attn.c_attn.bias, b.attn.c_proj.weight,
+                 b.attn.c_proj.bias, b.ln_2.weight, b.ln_2.bias, b.mlp.c_fc.weight, b.mlp.c_fc.bias,
+                 b.mlp.c_proj.weight, b.mlp.c_proj.bias) for b in self.transformer.h]
+        return self.__dict__['_decode_weights']
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         params = [p for p in self.parameters() if p.requires_grad]
@@ -149,19 +196,48 @@ class KVCache:
     """
     Keys and values of every layer for the first `pos` positions of a batch, so that generation runs the
     prompt once (prefill) and then one new position per step instead of recomputing the whole context.
+    A batch whose rows stand at different positions (a serving batch) sets them with at() before each
+    one-token forward; the forward then uses the first len(positions) rows of the cache.
     """
     def __init__(self, config, batch_size=1, device='cpu', dtype=torch.float32):
         shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.block_size = config.block_size
         self.pos = 0  # positions filled; GPT.forward advances it after all layers have inserted
+        self.positions = None  # or, per row, the position its next token goes to (at())
+        self.rows = None  # 0..B-1 for the rows of an at() forward
+
+    def at(self, positions):
+        """Per-row positions (a list of ints) for the next one-token forward; the caller advances them."""
+        span = max(positions) + 1
+        assert span <= self.block_size, f"position {span - 1}, block_size is {self.block_size}"
+        device = self.k.device
+        self.positions = torch.tensor(positions, dtype=torch.long, device=device)
+        if getattr(self, 'rows', None) is None or len(self.rows) != len(positions):
+            self.rows = torch.arange(len(positions), device=device)
+        self.span = span
+        self.mask = (torch.arange(span, device=device)[None] <= self.positions[:, None])[:, None, None, :]
+        return self
+
+    def slot(self, i):
+        """Row i alone, from position 0: a cache over the same memory, for prefilling that row."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v = self.k[:, i:i + 1], self.v[:, i:i + 1]
+        view.block_size, view.pos, view.positions, view.rows = self.block_size, 0, None, None
+        return view
 
     def insert(self, layer, k, v):
-        """Stores this layer's new keys/values at pos.. and returns all keys/values so far."""
+        """Stores this layer's new keys/values (at pos.., or at each row's position) and returns all keys/values so far."""
+        B = k.size(0)
+        if self.positions is not None:
+            self.k[layer, self.rows, :, self.positions] = k[:, :, 0]
+            self.v[layer, self.rows, :, self.positions] = v[:, :, 0]
+            return self.k[layer, :B, :, :self.span], self.v[layer, :B, :, :self.span]
         end = self.pos + k.size(2)
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        self.k[layer, :B, :, self.pos:end] = k
+        self.v[layer, :B, :, self.pos:end] = v
+        return self.k[layer, :B, :, :end], self.v[layer, :B, :, :end]
 
 
 def pick_device(device='auto'):

@@ -296,13 +296,14 @@ def build_page():
         gr.Markdown('# MiniGPT 竞技场\n和模型对话、并排比较、匿名对战投票，看排行榜。续写：直接输入开头；提问：在问题后面加 `##`。')
         with gr.Accordion('生成参数（发给每个参赛模型）', open=True):
             with gr.Row():
-                knobs = [gr.Slider(1, 1024, value=225, step=1, label='max_new_tokens（最多生成的 token 数）'),
-                         gr.Slider(0.0, 2.0, value=0.1, step=0.05, label='temperature（0 为贪心）'),
-                         gr.Slider(1, 200, value=20, step=1, label='top_k'),
-                         gr.Slider(0.05, 1.0, value=1.0, step=0.05, label='top_p（1 为不限）'),
-                         # 1.0 each: a small model's near-greedy text otherwise loops (the main command measured it)
-                         gr.Slider(-2.0, 2.0, value=1.0, step=0.1, label='presence_penalty（出现过就扣分）'),
-                         gr.Slider(-2.0, 2.0, value=1.0, step=0.1, label='frequency_penalty（按出现次数扣分）')]
+                from engine import Sampling
+                demo = Sampling()  # the demo's defaults, as on /generate: penalties 1.0, or a small model's text loops
+                knobs = [gr.Slider(1, 1024, value=demo.max_new_tokens, step=1, label='max_new_tokens（最多生成的 token 数）'),
+                         gr.Slider(0.0, 2.0, value=demo.temperature, step=0.05, label='temperature（0 为贪心）'),
+                         gr.Slider(1, 200, value=demo.top_k, step=1, label='top_k'),
+                         gr.Slider(0.05, 1.0, value=demo.top_p, step=0.05, label='top_p（1 为不限）'),
+                         gr.Slider(-2.0, 2.0, value=demo.presence_penalty, step=0.1, label='presence_penalty（出现过就扣分）'),
+                         gr.Slider(-2.0, 2.0, value=demo.frequency_penalty, step=0.1, label='frequency_penalty（按出现次数扣分）')]
         with gr.Tabs():
             with gr.Tab('单模型对话'):
                 pick, last = gr.Dropdown(names, value=names[0], label='模型'), gr.State('')

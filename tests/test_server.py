@@ -17,6 +17,8 @@ from engine import generate_text
 from checkpoint import load_checkpoint, save_checkpoint
 from model import GPT, GPTConfig
 
+pytestmark = pytest.mark.slow  # servers in subprocesses
+
 KEY = 'test-key-123'
 AUTH = {'Authorization': f'Bearer {KEY}'}
 # question/answer pairs in the SFT layout; no question ends in punctuation, so q + '##' + a encodes as
@@ -59,7 +61,8 @@ def client(base):
 
 
 def test_health_and_models(server):
-    assert requests.get(server + '/health').json() == {'status': 'ok', 'models': ['qa', 'tiny', 'endless'], 'active': 0}
+    assert requests.get(server + '/health').json() == {'status': 'ok', 'models': ['qa', 'tiny', 'endless'], 'active': 0,
+                                                       'waiting': 0}
     assert [m.id for m in client(server).models.list().data] == ['qa', 'tiny', 'endless']
 
 
@@ -73,7 +76,7 @@ def test_openai_completions_plain_and_streamed(server):
     assert ''.join(chunks) == SENTENCES[0][2:] and len(chunks) > 5
     short = c.completions.create(model='tiny', prompt='长江', max_tokens=3, temperature=0)
     assert short.choices[0].finish_reason == 'length' and short.usage.completion_tokens == 3
-    # the seed's convention: a prompt ending in ## is a question, the answer alone comes back
+    # a prompt ending in ## is a question: the answer alone comes back
     assert c.completions.create(model='qa', prompt=QA[2][0] + ' ##', temperature=0).choices[0].text == QA[2][1]
 
 
@@ -228,16 +231,17 @@ def test_seed_top_p_and_penalties_are_honoured(server):
     greedy = text(temperature=0)
     assert sampled != greedy and text(temperature=1.0, seed=5, top_p=0.0) == greedy  # top_p 0: the most likely id only
     assert text(temperature=1.0, seed=5, top_p=0.5) == in_process('endless', 'hello', max_new_tokens=30, temperature=1.0,
-                                                                  top_k=20, top_p=0.5, seed=5)
+                                                                  top_p=0.5, seed=5)  # /v1: OpenAI's defaults, every id
     for penalized in (dict(temperature=0, presence_penalty=1.5), dict(temperature=0, frequency_penalty=1.5)):
         assert text(**penalized) == in_process('endless', 'hello', max_new_tokens=30, **penalized) != greedy
     # /generate takes the same names
     r = requests.post(server + '/generate', json={'prompt': 'hello', 'model': 'endless', 'max_new_tokens': 30, **penalized},
                       headers=AUTH, timeout=60)
     assert r.status_code == 200 and r.text == text(**penalized)
-    r = requests.post(server + '/generate', json={'prompt': 'hello', 'model': 'endless', 'max_new_tokens': 30,
-                                                  'temperature': 1.0, 'seed': 5}, headers=AUTH, timeout=60)
-    assert r.text == sampled
+    same = dict(temperature=1.0, seed=5, presence_penalty=0.5, frequency_penalty=0.25)
+    r = requests.post(server + '/generate', json={'prompt': 'hello', 'model': 'endless', 'max_new_tokens': 30, 'top_k': 20,
+                                                  **same}, headers=AUTH, timeout=60)
+    assert r.text == text(**same, extra_body={'top_k': 20}) != sampled
 
 
 def test_stop_strings_end_the_text_before_them(server):
@@ -370,6 +374,7 @@ def test_raw_bodies_that_broke_the_server_get_400(server, body):
 # ----------------------------------------------------------------------------- the server's edges
 
 READ_TIMEOUT = 2  # the edge server's --read_timeout
+QUEUE_TIMEOUT = 1.5  # and its --queue_timeout
 
 
 @pytest.fixture(scope='module')
@@ -378,7 +383,8 @@ def edge_server(tmp_path_factory, server):
     port = free_port()
     log = tmp_path_factory.mktemp('edge') / 'server.log'
     args = ['server.py', f'--models=endless={FOLDERS["endless"]}', '--host=0.0.0.0', f'--port={port}', '--device=cpu',
-            '--max_generations=2', f'--read_timeout={READ_TIMEOUT}', '--max_new_tokens=20000']
+            '--max_generations=2', f'--read_timeout={READ_TIMEOUT}', '--max_new_tokens=20000', '--max_waiting=1',
+            f'--queue_timeout={QUEUE_TIMEOUT}']
     with serving(args, f'http://127.0.0.1:{port}/health', log, env={'MINIGPT_API_KEY': '', 'OMP_NUM_THREADS': '1'}):
         yield f'http://127.0.0.1:{port}', log
 
@@ -436,7 +442,7 @@ def test_connections_past_the_cap_wait_until_one_closes(server, tmp_path):
                 sock.close()
 
 
-def test_generations_past_the_cap_get_503(edge_server):
+def test_generations_past_the_cap_wait_then_get_503(edge_server):
     base, _ = edge_server
     body = {'prompt': 'hello', 'model': 'endless', 'max_new_tokens': 20000, 'temperature': 1.0}
     streams = [requests.post(base + '/generate', json=body, stream=True, timeout=60) for _ in range(2)]
@@ -445,10 +451,25 @@ def test_generations_past_the_cap_get_503(edge_server):
         for r, reader in zip(streams, readers):
             assert r.status_code == 200 and next(reader)
         for path, extra in (('/generate', {}), ('/v1/completions', {'max_tokens': 5}), ('/v1/completions', {'stream': True})):
+            t0 = time.monotonic()
             r = requests.post(base + path, json=dict(body, **extra), timeout=30)
+            waited = time.monotonic() - t0
             assert r.status_code == 503 and r.headers['Retry-After'], r.text
             assert r.json()['error']['type'] == 'server_busy' and 'busy' in r.json()['error']['message']
-        assert requests.get(base + '/health', timeout=10).json()['active'] == 2  # still answering
+            assert QUEUE_TIMEOUT - 0.1 < waited < QUEUE_TIMEOUT + 3, waited  # it waited in the queue first
+        # one waits (--max_waiting=1): the next one is refused at once, and /health counts both kinds
+        waiter = threading.Thread(target=lambda: requests.post(base + '/v1/completions', json=dict(body, max_tokens=5), timeout=30))
+        waiter.start()
+        for _ in range(100):
+            if requests.get(base + '/health', timeout=10).json()['waiting'] == 1:
+                break
+            time.sleep(0.02)
+        health = requests.get(base + '/health', timeout=10).json()
+        assert (health['active'], health['waiting']) == (2, 1), health
+        t0 = time.monotonic()
+        r = requests.post(base + '/generate', json=body, timeout=30)
+        assert r.status_code == 503 and time.monotonic() - t0 < QUEUE_TIMEOUT - 0.2
+        waiter.join()
     finally:
         for r in streams:
             r.close()
@@ -458,6 +479,27 @@ def test_generations_past_the_cap_get_503(edge_server):
         time.sleep(0.1)
     r = requests.post(base + '/v1/completions', json=dict(body, max_tokens=5), timeout=60)
     assert r.status_code == 200 and r.json()['usage']['completion_tokens'] == 5  # the slots came back
+
+
+def test_a_waiting_request_gets_the_slot_a_client_frees(edge_server):
+    base, _ = edge_server
+    body = {'prompt': 'hello', 'model': 'endless', 'max_new_tokens': 20000, 'temperature': 1.0}
+    streams = [requests.post(base + '/generate', json=body, stream=True, timeout=60) for _ in range(2)]
+    readers = [r.iter_content(chunk_size=None) for r in streams]
+    try:
+        for reader in readers:
+            assert next(reader)
+        result = {}
+        waiter = threading.Thread(target=lambda: result.update(r=requests.post(
+            base + '/v1/completions', json=dict(body, max_tokens=5), timeout=30)))
+        waiter.start()
+        time.sleep(0.3)
+        streams[0].close()  # a client leaves: the waiting request takes its slot well within the queue timeout
+        waiter.join()
+        assert result['r'].status_code == 200 and result['r'].json()['usage']['completion_tokens'] == 5
+    finally:
+        for r in streams:
+            r.close()
 
 
 @pytest.mark.parametrize('args,env,message', [

@@ -13,8 +13,7 @@ the gain. "recompute" is nanoGPT's generate: the whole (cropped) context through
 token. The machine may be busy (shared CI, other work): the two ways alternate, `rounds` times, and the
 ratio is the median of each round's ratio (its two runs are next to each other, so a burst of load
 falls on both), which holds better than either speed (each the median of its runs). The server part starts server.py (waitress) on a loopback port with the
-CPU-shape GPT-2 model and streams from 1 client and from 8 at once, with model steps serialised under
-the lock and without it; "pieces" counts the SSE events a client got, to show that text is flushed as
+CPU-shape GPT-2 model and streams from 1 client and from 8 at once (bench_serve.py goes to 32); "pieces" counts the SSE events a client got, to show that text is flushed as
 it is made rather than buffered.
 """
 import os
@@ -131,7 +130,7 @@ def stream_once(base, prompt, out):
     out.append((first, tokens, time.perf_counter() - t0, pieces))
 
 
-def bench_server(serialize):
+def bench_server():
     folder = tempfile.mkdtemp(prefix='bench_sample_')
     tok = get_tokenizer('gpt2')
     args = SIZES['cpu']
@@ -142,7 +141,7 @@ def bench_server(serialize):
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, 'server.py', f'--models=bench={folder}', '--host=127.0.0.1', f'--port={port}',
-                             f'--device={device}', f'--serialize={serialize}', f'--threads={threads}'], cwd=ROOT,
+                             f'--device={device}', f'--threads={threads}'], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f'http://127.0.0.1:{port}'
     try:
@@ -165,7 +164,7 @@ def bench_server(serialize):
             wall = time.perf_counter() - t0
             tokens = sum(o[1] for o in out)
             ttft = sorted(o[0] for o in out)
-            print(f'server (serialize={serialize}), {clients} client(s) x {server_tokens} tokens: '
+            print(f'server, {clients} client(s) x {server_tokens} tokens: '
                   f'{tokens / wall:7.1f} tok/s in all, {tokens / wall / clients:6.1f} per client, '
                   f'first token after {1000 * ttft[0]:.0f}-{1000 * ttft[-1]:.0f} ms '
                   f'(median {1000 * ttft[len(ttft) // 2]:.0f}), {min(o[3] for o in out)}-{max(o[3] for o in out)} '
@@ -181,5 +180,4 @@ if __name__ == '__main__':
     for n in (int(t) for t in engine_threads.split(',')):
         bench_engine(n)
     if server:
-        for serialize in (True, False):
-            bench_server(serialize)
+        bench_server()  # tests/bench/bench_serve.py measures the server at 1 to 32 clients
