@@ -255,26 +255,29 @@ def outlier_voters(votes, names, alpha=0.001, checks=OUTLIER_CHECKS):
     votes: (model_a, model_b, score, leaked, voter, day, kind) tuples, as read_votes gives.
     """
     z_crit = NormalDist().inv_cdf(1 - alpha / len(checks))
-    by_voter, index = {}, {n: k for k, n in enumerate(names)}
+    by_voter, index, m = {}, {n: k for k, n in enumerate(names)}, len(names)
     for k, v in enumerate(votes):
         if v[4]:
             by_voter.setdefault(v[4], []).append(k)
     flagged = {}
+    if len(by_voter) < 2:
+        return flagged
+    i, j, s = oriented(votes, names)
+    codes = i * m + j
     for voter, mine in by_voter.items():
-        if len(mine) < checks[0] or len(by_voter) < 2:
+        if len(mine) < checks[0]:
             continue
-        own = set(mine)
-        others = [v[:3] for k, v in enumerate(votes) if k not in own]
-        if not others:
-            continue
-        i, j, w, g = pair_table(others, names)
-        theta = fit_bt(i, j, w[None], g[None], len(names))[0]
+        others = np.ones(len(votes), bool)
+        others[mine] = False
+        pairs, inverse = np.unique(codes[others], return_inverse=True)
+        w, g = np.bincount(inverse, s[others]), np.bincount(inverse).astype(np.float64)
+        theta = fit_bt(pairs // m, pairs % m, w[None], g[None], m)[0]
         total, mean, var = 0.0, 0.0, 0.0
         for n_seen, k in enumerate(mine, 1):
-            a, b, s = votes[k][:3]
+            a, b, score = votes[k][:3]
             p = float(np.clip(sigmoid(theta[index[a]] - theta[index[b]]), 1e-6, 1 - 1e-6))
             lp, lq = math.log(p), math.log(1 - p)
-            total += s * lp + (1 - s) * lq
+            total += score * lp + (1 - score) * lq
             mean += p * lp + (1 - p) * lq
             var += p * (1 - p) * (lp - lq) ** 2
             if n_seen in checks and var > 0 and (total - mean) / math.sqrt(var) < -z_crit:

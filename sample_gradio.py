@@ -219,6 +219,12 @@ def compute_board():
 
 def board_view():
     """(table and notes, win-fraction figure, battle-count figure) of the votes store."""
+    text, board = board_text()
+    return text, *ratings.matrix_figures(board)
+
+
+def board_text():
+    """(the table and its notes, the board): what a vote shows, without the figures (a second of matplotlib each time)."""
     board, note = compute_board()
     note += (f"共 {board['votes']} 票（{ratings.md(votes)}），计入 {board['counted']} 票" +
             (f"；{board['leaked']} 票的回答泄露了模型名字，未计入" if board['leaked'] else '') + '。' +
@@ -230,7 +236,7 @@ def board_view():
         note += '\n\n' + line
     if board['bad']:
         note += f"\n\n⚠️ 跳过了 {len(board['bad'])} 行有问题的记录：" + ratings.md('；'.join(board['bad'][:3]))
-    return ratings.table(board, min_battles) + '\n\n' + note, *ratings.matrix_figures(board)
+    return ratings.table(board, min_battles) + '\n\n' + note, board
 
 
 def battle_counts():
@@ -386,7 +392,7 @@ def build_page():
                 reveal += f'你今天已经投了超过 {daily_cap} 票：多出的票保留，但不计入排行榜。'
 
             try:  # the vote is in the file: nothing after this may make the page offer it again
-                board = board_view()[0]
+                board = board_text()[0]
             except Exception as err:
                 board = f'⚠️ 排行榜暂时算不出来（{type(err).__name__}: {err}）；你的一票已经记下了。'
             return reveal, board, *[gr.Button(interactive=False)] * 4

@@ -415,7 +415,7 @@ def test_a_vote_stands_when_the_leaderboard_fails_after_it(tmp_path, monkeypatch
 
     def broken_board():
         raise RuntimeError('a font went missing')
-    monkeypatch.setattr(sample_gradio, 'board_view', broken_board)
+    monkeypatch.setattr(sample_gradio, 'board_text', broken_board)
     demo = sample_gradio.build_page()
     vote = next(f.fn for f in demo.fns.values() if f.name == 'vote')  # the first is 模型 A 更好
     fight = {'id': 'battle-1', 'failed': False, 'names': ('甲', '乙'), 'secs': (1.25, 2.5), 'prompt': '北京##',
