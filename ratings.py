@@ -43,7 +43,11 @@ import sys
 from collections import Counter
 from statistics import NormalDist
 
-import numpy as np
+# one BLAS thread: the fit solves hundreds of small systems, and OpenBLAS's threads on them, with the page and its
+# models using the same cores, made the 100-model bootstrap 14x slower (11.0 s vs 0.78 s measured). Only takes
+# effect when numpy is first imported here (the arena and this command); set the variable to override.
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
+import numpy as np  # noqa: E402
 
 import votes as store
 from data_utils import jsonl_objects
@@ -147,17 +151,18 @@ def per_model(values, index, m):
     return np.bincount(flat, values.ravel(), r * m).reshape(r, m)
 
 
-def fit_bt(i, j, wins, games, m, prior=BT_PRIOR, tol=1e-9, max_iter=100):
+def fit_bt(i, j, wins, games, m, prior=BT_PRIOR, tol=1e-9, max_iter=100, start=None):
     """
     Bradley-Terry strengths (natural-log scale) of m models from a pair table: wins and games of shape (..., P)
     for the pairs (i, j); any leading axes are independent fits, so all bootstrap rounds are solved at once.
     Newton's method on the log-likelihood, which is concave, so it converges in a few steps; at the optimum each
     model's expected wins equal its observed wins (plus prior / 2 = prior * sigmoid(strength) from the virtual ties).
+    start: strengths (m,) to begin from (the bootstrap starts from the full fit: fewer steps), else zeros.
     """
     lead = wins.shape[:-1]
     w, g = wins.reshape(-1, wins.shape[-1]), games.reshape(-1, games.shape[-1])
     r, diagonal = w.shape[0], np.arange(m)
-    theta = np.zeros((r, m))
+    theta = np.zeros((r, m)) if start is None else np.repeat(np.asarray(start, np.float64)[None], r, 0)
     observed = per_model(w, i, m) + per_model(g - w, j, m) + prior / 2
     for _ in range(max_iter):
         p, q = sigmoid(theta[:, i] - theta[:, j]), sigmoid(theta)
@@ -196,11 +201,12 @@ def bootstrap_bt(battles, names, rounds=200, seed=0, anchor='', chunk_cells=20_0
     starts = np.flatnonzero(np.r_[True, pair_code[1:] != pair_code[:-1]])
     pi, pj, score = pair_code[starts] // m, pair_code[starts] % m, (cells % 3) / 2.0
     rng, out = np.random.default_rng(seed), []
+    full = fit_bt(pi, pj, np.add.reduceat(counts * score, starts)[None], np.add.reduceat(counts, starts)[None].astype(np.float64), m)[0]
     batch = max(1, chunk_cells // (len(cells) + m * m))
     for done in range(0, rounds, batch):
         drawn = rng.multinomial(n, counts / n, size=min(batch, rounds - done)).astype(np.float64)
         wins, games = np.add.reduceat(drawn * score, starts, axis=1), np.add.reduceat(drawn, starts, axis=1)
-        out.append(to_elo_scale(fit_bt(pi, pj, wins, games, m), names, anchor))
+        out.append(to_elo_scale(fit_bt(pi, pj, wins, games, m, start=full), names, anchor))
     return np.concatenate(out)
 
 

@@ -236,7 +236,7 @@ def test_300_models_fit_on_the_pair_table_in_little_memory(tmp_path):
     synthetic_votes(path, 3000, 300, seed=2)
     tracemalloc.start()
     try:
-        board = leaderboard(path, rounds=20, min_battles=1)
+        board = leaderboard(path, rounds=4, min_battles=1)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
