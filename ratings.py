@@ -55,6 +55,7 @@ from data_utils import jsonl_objects
 OUTCOME = {'A': 1.0, 'B': 0.0, 'tie': 0.5, 'both_bad': 0.5}  # score of model A; both bad is a tie, as in FastChat
 ELO_K, SCALE, BASE, INIT = 4.0, 400.0, 10.0, 1000.0  # the public arena's Elo constants
 BT_PRIOR = 0.1  # ties against an average model added to each model: keeps a perfect record finite; 0 = plain MLE
+HOPELESS = 20  # more further battles than this many times a model's own are shown as "more than", not as a number
 OUTLIER_CHECKS = (10, 20, 30, 50, 100, 200, 500, 1000)  # after this many of a voter's votes the outlier test looks
 RECORD_TEXT = {'unbeaten': '全胜', 'winless': '全负', 'all_ties': '全是平局'}
 LEFT_OUT_TEXT = {'leaked': '回答泄露了模型名字', 'own_model': '投票人给自己注册的模型投票（保留，不计入）',
@@ -391,7 +392,14 @@ def table(board, min_battles=10):
         else:
             interval = f"数据不足（{r['battles']} < {min_battles} 场）"
         need = r.get('needed')
-        need = '—' if r['bt_low'] is None else '已分开' if need == 0 else '难以分开' if need is None else f'约 {need} 场'
+        if r['bt_low'] is None:
+            need = '—'
+        elif need == 0:
+            need = '已分开'
+        elif need is None or need > HOPELESS * r['battles']:  # neighbours rated alike: no class day separates them
+            need = f"超过 {HOPELESS * r['battles']} 场（评分几乎相同）"
+        else:
+            need = f'约 {need} 场'
         lines.append(f"| {r['rank_ub'] or '—'} | {md(r['model'])} |" + (f" {r.get('group') or '—'} |" if several else '') +
                      f" {'—' if r['bt'] is None else format(r['bt'], '.1f')} | {interval} | {need} | {r['elo']:.1f} | "
                      f"{r['battles']} | {r['wins']} / {r['ties']} / {r['losses']} | "

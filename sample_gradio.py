@@ -266,7 +266,7 @@ def contestants_view():
     lines = ['| 名字 | 主人 | 模型 | 状态 | 上次应答 | 延迟 | token/秒 | 已投票对战 |', '|---|---|---|---|---|---|---|---|']
     for r in rows:
         lines.append(f"| {ratings.md(r['name'])} | {ratings.md(r['owner'])} | {ratings.md(r['model'])} | "
-                     f"{'🟢 在线' if r['up'] else '🔴 离线'} | {'—' if r['last_seen'] is None else format(r['last_seen'], '.0f') + ' 秒前'} | "
+                     f"{'在线' if r['up'] else '**离线**'} | {'—' if r['last_seen'] is None else format(r['last_seen'], '.0f') + ' 秒前'} | "
                      f"{'—' if r['latency'] is None else format(1000 * r['latency'], '.0f') + ' ms'} | "
                      f"{'—' if r['tokens_per_s'] is None else r['tokens_per_s']} | {r['battles']} |")
     up = sum(r['up'] for r in rows)

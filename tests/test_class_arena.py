@@ -120,7 +120,7 @@ def test_30_servers_register_one_goes_down_within_the_expiry_and_comes_back(tmp_
         row = next(r for r in registry.rows() if r['name'] == '同学07的模型')
         assert row['up'] is False and row['owner'] == '同学07' and row['last_seen'] >= 0.8
         assert '同学07的模型' not in drawn() and len(drawn()) == 29
-        assert '🔴 离线' in sample_gradio.contestants_view() and '29 个在线，1 个离线' in sample_gradio.contestants_view()
+        assert '| 同学07的模型 | 同学07 | tiny | **离线** |' in sample_gradio.contestants_view() and '29 个在线，1 个离线' in sample_gradio.contestants_view()
         students[7] = student_server(port)  # back on the same address
         assert wait_until(lambda: registry.live('同学07的模型'), 3)
         assert '同学07的模型' in drawn()
@@ -174,7 +174,7 @@ def test_registration_over_http_with_the_students_command(tmp_path, students):
         assert reply.status_code == 400 and reply.json() == {'ok': False, 'message': '请求体不是 JSON'}
         from gradio_client import Client
         tab = Client(f'http://127.0.0.1:{port}/', verbose=False).predict(api_name='/contestants')
-        assert '| 张三的模型 | 张三 | tiny | 🟢 在线 |' in tab and '1 个在线，0 个离线' in tab
+        assert '| 张三的模型 | 张三 | tiny | 在线 |' in tab and '1 个在线，0 个离线' in tab
     db = store.connect(str(tmp_path / 'arena.db'))
     assert [(c['name'], c['owner'], c['url']) for c in store.contestants(db)] == [('张三的模型', '张三', url)]
 
@@ -316,3 +316,52 @@ def test_a_killed_writer_leaves_whole_votes_and_a_clean_store(tmp_path):
     assert db.execute('SELECT COUNT(*) FROM votes v LEFT JOIN battles b USING (battle_id) WHERE b.battle_id IS NULL').fetchone()[0] == 0
     assert all(len(r['answer_a']) == 20000 for r in store.records(store.connect(path)))
     assert ratings.leaderboard(path, rounds=10)['counted'] == votes_n
+
+
+# ----------------------------------------------------------------------------- in a real browser
+@pytest.mark.slow
+def test_browser_contestants_tab_and_leaderboard_with_30_registered_servers(tmp_path, students):
+    """Screenshots under tmp_path (and ARENA_SCREENSHOTS, when set): the 参赛者 tab and the board, 30 servers."""
+    from bench.bench_ratings import synthetic_votes
+    from playwright.sync_api import sync_playwright
+    from test_arena import CHROMIUM, FLAGS
+    if not os.path.exists(CHROMIUM):
+        pytest.skip('Debian chromium not installed')
+    names = [f'同学{k:02d}的模型' for k in range(30)]
+    db_path, port = str(tmp_path / 'arena.db'), free_port()
+    synthetic_votes(str(tmp_path / 'votes.jsonl'), 3000, names, seed=4)
+    store.import_jsonl(store.connect(db_path), str(tmp_path / 'votes.jsonl'))
+    with serving(['sample_gradio.py', '--peers=', f'--votes={db_path}', '--host=127.0.0.1', f'--port={port}', '--token=t',
+                  '--heartbeat=0.5', '--expiry=2', '--bootstrap_rounds=100'], f'http://127.0.0.1:{port}/',
+                 tmp_path / 'arena.log', ENV), sync_playwright() as p:
+        for k, server in enumerate(students):
+            reply = requests.post(f'http://127.0.0.1:{port}/register', timeout=30,
+                                  json={'name': names[k], 'owner': f'同学{k:02d}', 'token': 't', 'url': f'http://127.0.0.1:{server.server_port}'})
+            assert reply.status_code == 200, reply.text
+        stop(students[3])
+        stop(students[17])
+        time.sleep(3)  # past the expiry: both are down
+        browser = p.chromium.launch_persistent_context(str(tmp_path / 'profile'), executable_path=CHROMIUM, headless=True,
+                                                       args=FLAGS, viewport={'width': 1400, 'height': 1000})
+        try:
+            page = browser.new_page()
+            page.goto(f'http://127.0.0.1:{port}/', timeout=60_000)
+            page.get_by_role('tab', name='参赛者').click()
+            page.wait_for_function("() => document.getElementById('contestants').innerText.includes('28 个在线，2 个离线')",
+                                   timeout=60_000)
+            people = page.locator('#contestants').inner_text()
+            page.screenshot(path=str(tmp_path / 'contestants.png'), full_page=True)
+            page.get_by_role('tab', name='排行榜').click()
+            page.wait_for_function("""() => ['win_matrix', 'count_matrix'].every(id => {
+                const img = document.querySelector('#' + id + ' img'); return img && img.complete && img.naturalWidth > 300; })""",
+                                   timeout=120_000)
+            board = page.locator('#leaderboard').inner_text()
+            page.screenshot(path=str(tmp_path / 'leaderboard.png'), full_page=True)
+        finally:
+            browser.close()
+    assert all(n in people for n in names) and people.count('\t离线\t') == 2
+    assert all(n in board for n in names) and '还需对战' in board and '共 3000 票' in board
+    if os.environ.get('ARENA_SCREENSHOTS'):
+        import shutil
+        for name in ('contestants.png', 'leaderboard.png'):
+            shutil.copy(tmp_path / name, os.path.join(os.environ['ARENA_SCREENSHOTS'], name))

@@ -285,6 +285,8 @@ def test_needed_battles_shrink_to_zero_once_intervals_separate(tmp_path):
     assert all(n > 20 for n in near.values()), near  # 55% vs 45%: hundreds of battles more
     assert apart == {'a': 0, 'b': 0, 'c': 0}
     assert '已分开' in table(leaderboard(str(tmp_path / 'far.jsonl'), rounds=100))
+    same = [('a', 'b', 'A')] * 20 + [('b', 'a', 'A')] * 20  # rated alike: no number of battles is worth showing
+    assert '超过 800 场（评分几乎相同）' in table(leaderboard(write_votes(tmp_path / 'same.jsonl', same), rounds=100))
 
 
 def test_names_cannot_shift_columns_or_become_html(tmp_path):
