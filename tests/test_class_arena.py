@@ -365,3 +365,32 @@ def test_browser_contestants_tab_and_leaderboard_with_30_registered_servers(tmp_
         import shutil
         for name in ('contestants.png', 'leaderboard.png'):
             shutil.copy(tmp_path / name, os.path.join(os.environ['ARENA_SCREENSHOTS'], name))
+
+
+def test_the_teacher_downloads_the_board_and_the_votes(tmp_path, monkeypatch):
+    (vote_a, vote_b, *_), path = page_vote(monkeypatch, tmp_path, ['甲', '乙'], roster='roster.csv', teacher='老师')
+    for n in range(12):
+        (vote_a if n % 3 else vote_b)(fight(f'b{n}', '甲', '乙'), SimpleNamespace(username='李四'))
+    with pytest.raises(ValueError, match='只有老师'):
+        sample_gradio.downloads(SimpleNamespace(username='李四'))
+    board_csv, votes_csv = sample_gradio.downloads(SimpleNamespace(username='老师'))
+    import csv
+    with open(board_csv, encoding='utf-8-sig', newline='') as f:
+        board = list(csv.DictReader(f))
+    with open(votes_csv, encoding='utf-8-sig', newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['model'], r['battles'], r['wins']) for r in board] == [('甲', '12', '8'), ('乙', '12', '4')]
+    assert len(rows) == 12 and rows[0]['battle_id'] == 'b0' and rows[0]['vote'] == 'B' and rows[0]['voter'] == '李四'
+
+
+def test_a_roster_file_is_read_or_refused_with_its_line(tmp_path):
+    path = tmp_path / 'roster.csv'
+    path.write_text('name,password\n张三,pw1\n李四,pw2\n', encoding='utf-8')
+    assert sample_gradio.read_roster(str(path)) == {'张三': 'pw1', '李四': 'pw2'}
+    for text, message in (('name,password\n张三,pw1\n张三,pw2\n', ":3: the name '张三' is listed twice"),
+                          ('name,password\n张三\n', ":2: expected name,password, got ['张三']"),
+                          ('user,pass\n张三,pw\n', ':1: the first line must be the header name,password')):
+        path.write_text(text, encoding='utf-8')
+        with pytest.raises(ValueError) as err:
+            sample_gradio.read_roster(str(path))
+        assert str(err.value).startswith(f'{path}{message}')
