@@ -2,7 +2,9 @@
 #
 #     python train.py config/train_config_cpu.py --batch_size=8 --device=cpu
 #
-# A bare argument is a config file executed over the globals; --key=value sets one global.
+# A bare argument ending in .py is a config file executed over the globals; --key=value sets one global. Any
+# other bare argument is refused, never executed: a script's own inputs (ratings.py's votes file) are taken
+# out of sys.argv by the script before it runs this.
 # Unknown keys and values of the wrong type stop the run with a message naming the key. A string setting
 # takes the text as given (--dataset=2024 is the string '2024'); others are read as Python literals.
 # Use it as:  exec(open(os.path.join(os.path.dirname(__file__), 'configurator.py')).read())
@@ -20,6 +22,8 @@ for _arg in sys.argv[1:]:
                 print(f'  --{_k}={_v!r}')
         sys.exit(0)
     if not _arg.startswith('--'):
+        if not _arg.endswith('.py'):
+            sys.exit(f"error: {_arg} is neither a setting (--key=value) nor a config file (a .py file)")
         if not os.path.isfile(_arg):
             sys.exit(f"error: config file {_arg} not found (settings are given as --key=value)")
         try:

@@ -177,11 +177,11 @@ Done in $((SECONDS - START)) s. Where to look:
 EOF
 
 if [ "$MODE" = "--quick" ]; then
-    $PY sample_gradio.py --peers="$PEERS" --votes="$WORK/votes.jsonl" --host=$HOST --port=$ARENA_PORT &
+    $PY sample_gradio.py --peers="$PEERS" --votes="$WORK/arena.db" --host=$HOST --port=$ARENA_PORT &
     ARENA_PID=$!
     wait_for "http://127.0.0.1:$ARENA_PORT/" 120
     echo "arena answered on :$ARENA_PORT; quick mode stops the servers now"
     exit 0
 fi
 # Ctrl-C stops the arena, and the trap stops the API server
-$PY sample_gradio.py --peers="$PEERS" --votes="$WORK/votes.jsonl" --host=$HOST --port=$ARENA_PORT
+$PY sample_gradio.py --peers="$PEERS" --votes="$WORK/arena.db" --host=$HOST --port=$ARENA_PORT

@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import sample_gradio
+import votes as store
 from conftest import PYTHON, ROOT, free_port, serving
 from contestants import TooLong, capped, draw_pair, same_model_groups
 
@@ -32,6 +33,15 @@ TICK, TICKS = '滴答。', 8  # the slow peer's answer: TICKS pieces, TICK_PAUSE
 TICK_PAUSE = 0.25
 ENV = dict(os.environ, PYTHONUNBUFFERED='1', GRADIO_ANALYTICS_ENABLED='False', HF_HUB_OFFLINE='1', HF_HUB_DISABLE_TELEMETRY='1')
 BODIES = {}  # path -> the last JSON body a test peer received
+
+
+def stored(path):
+    """The votes in a store, as the dicts that were added."""
+    db = store.connect(str(path))
+    try:
+        return store.records(db)
+    finally:
+        db.close()
 
 
 class OddPeer(BaseHTTPRequestHandler):
@@ -102,7 +112,7 @@ def arena(tiny_checkpoint, odd_peer, tmp_path_factory):
              {'name': 'API 同学', 'url': f'http://127.0.0.1:{api_port}', 'weight': 0},
              {'name': 'API 同学 (openai)', 'url': f'http://127.0.0.1:{api_port}/v1', 'kind': 'openai', 'model': 'tiny', 'weight': 0}]
     (tmp / 'peers.json').write_text(json.dumps(peers, ensure_ascii=False), encoding='utf-8')
-    votes, log = tmp / 'votes.jsonl', tmp / 'arena.log'
+    votes, log = tmp / 'arena.db', tmp / 'arena.log'
     with serving(['server.py', f'--models=tiny={tiny_checkpoint}', '--host=127.0.0.1', f'--port={api_port}'],
                  f'http://127.0.0.1:{api_port}/health', tmp / 'server.log', ENV), \
          serving(['sample_gradio.py', f"--peers={tmp / 'peers.json'}", f'--votes={votes}', '--host=127.0.0.1',
@@ -184,7 +194,7 @@ def test_broken_peers_show_a_message_and_the_other_pane_still_works(client, aren
 def test_battle_is_paced_blind_and_voted_once(client, arena):
     from gradio_client.exceptions import AppError
     board = client.predict(api_name='/leaderboard')[0]
-    assert '共 0 票' in board and '| — | 本地甲 | — | 数据不足（0 < 10 场） | 1000.0 | 0 |' in board
+    assert '共 0 票' in board and '| — | 本地甲 | — | 数据不足（0 < 10 场） | — | 1000.0 | 0 |' in board
     job = client.submit(PROMPT, 40, 0, 20, *OFF, api_name='/battle')
     chat_a, chat_b, took_a, took_b, note = job.result(timeout=60)
     finals = answer(chat_a), answer(chat_b)
@@ -201,9 +211,9 @@ def test_battle_is_paced_blind_and_voted_once(client, arena):
     assert '秒' not in took_a + took_b and took_a.endswith('完成')
     assert note.startswith('请投票：投票后揭晓双方名字。') and '回答里出现了 名胜古迹' in note  # the leak word
     reveal, board = client.predict(api_name='/vote_A')[:2]
-    lines = arena['votes'].read_text(encoding='utf-8').splitlines()
+    lines = stored(arena['votes'])
     assert len(lines) == 1
-    vote = json.loads(lines[0])
+    vote = lines[0]
     assert len(vote['battle_id']) == 32 and vote['vote'] == 'A' and vote['prompt'] == PROMPT
     assert vote['leaked'] is True and vote['leak_words'] == ['名胜古迹'] and vote['over_long'] == [] and not vote['stopped']
     assert vote['params'] == {'max_new_tokens': 40, 'temperature': 0.0, 'top_k': 20, 'top_p': 1.0, 'presence_penalty': 0.0,
@@ -215,23 +225,19 @@ def test_battle_is_paced_blind_and_voted_once(client, arena):
     for replay in ('/vote_A', '/vote_B'):  # the same battle id again: refused by the votes file, not only the page
         with pytest.raises(AppError, match='已经投过票'):
             client.predict(api_name=replay)
-    assert len(arena['votes'].read_text(encoding='utf-8').splitlines()) == 1
-    # malformed lines in the votes file (issue 10: they broke the board after the vote was written, and each
-    # further click wrote the vote again) are listed and skipped; a battle without leaks counts, once
-    with open(arena['votes'], 'a', encoding='utf-8') as f:
-        f.write('{"model_a": 5, "model_b": "x", "vote": "A"}\n{"model_a": null, "model_b": "x", "vote": "A"}\n'
-                '{"model_a": ["x"], "model_b": "x", "vote": "A"}\n')
+    assert len(stored(arena['votes'])) == 1 and vote['voter'] == '' and vote['voter_kind'] == 'human'  # anonymous
+    # a battle without leaks counts, once
     chat_a, chat_b, took_a, took_b, note = client.predict('熊猫是中国的', 40, 0, 20, *OFF, api_name='/battle')
     assert note == '请投票：投票后揭晓双方名字。'
     board = client.predict(api_name='/vote_tie')[1]
     with pytest.raises(AppError, match='已经投过票'):
         client.predict(api_name='/vote_tie')
-    lines = arena['votes'].read_text(encoding='utf-8').splitlines()
-    vote = json.loads(lines[-1])
-    assert len(lines) == 5 and vote['leaked'] is False and vote['vote'] == 'tie' and '滴答同学' in (vote['model_a'], vote['model_b'])
-    assert '计入 1 票' in board and '跳过了 3 行有问题的记录' in board and ':2 ("model_a" must be a non-empty string, got 5)' in board
+    lines = stored(arena['votes'])
+    vote = lines[-1]
+    assert len(lines) == 2 and vote['leaked'] is False and vote['vote'] == 'tie' and '滴答同学' in (vote['model_a'], vote['model_b'])
+    assert '共 2 票' in board and '计入 1 票' in board
     for name in (vote['model_a'], vote['model_b']):  # not enough battles for an interval yet
-        assert f'| — | {name} | 1000.0 | 数据不足（1 < 10 场） | 1000.0 | 1 | 0 / 1 / 0 | 0% |' in board
+        assert f'| — | {name} | 1000.0 | 数据不足（1 < 10 场） | — | 1000.0 | 1 | 0 / 1 / 0 | 0% |' in board
     board, win, count = client.predict(api_name='/leaderboard')
     assert '计入 1 票' in board and win and count
 
@@ -330,28 +336,30 @@ def test_pacing_leaks_and_the_cap():
 
 
 def test_a_battle_id_is_written_once(tmp_path, monkeypatch):
-    path = tmp_path / 'votes.jsonl'
-    path.write_text('{"battle_id": "old", "model_a": "x", "model_b": "y", "vote": "A"}\nnot json\n', encoding='utf-8')
-    monkeypatch.setattr(sample_gradio, 'VOTED', sample_gradio.voted_ids(str(path)))
-    assert sample_gradio.VOTED == {'old'}
-    assert not sample_gradio.write_vote({'battle_id': 'old', 'vote': 'B'}, str(path))  # voted before a restart
-    assert sample_gradio.write_vote({'battle_id': 'new', 'vote': 'A'}, str(path))
-    assert not sample_gradio.write_vote({'battle_id': 'new', 'vote': 'B'}, str(path))
-    assert path.read_text(encoding='utf-8').count('"battle_id"') == 2
+    path = str(tmp_path / 'arena.db')
+    db = store.connect(path)
+    store.add_vote(db, {'battle_id': 'old', 'model_a': 'x', 'model_b': 'y', 'vote': 'A'})
+    db.close()
+    monkeypatch.setattr(sample_gradio, 'STORE', {})
+    vote = {'model_a': 'x', 'model_b': 'y'}
+    assert not sample_gradio.write_vote(dict(vote, battle_id='old', vote='B'), path)  # voted before a restart
+    assert sample_gradio.write_vote(dict(vote, battle_id='new', vote='A'), path)
+    assert not sample_gradio.write_vote(dict(vote, battle_id='new', vote='B'), path)
+    assert [(r['battle_id'], r['vote']) for r in stored(path)] == [('old', 'A'), ('new', 'A')]
 
 
 def test_a_vote_stands_when_the_leaderboard_fails_after_it(tmp_path, monkeypatch):
     """The page's own vote handler: the vote is written once, and a board that cannot be computed says so."""
     import gradio as gr
-    path = tmp_path / 'votes.jsonl'
+    path = tmp_path / 'arena.db'
     monkeypatch.setattr(sample_gradio, 'CONTESTANTS', {n: {'name': n, 'url': 'http://127.0.0.1:1', 'kind': 'minigpt'}
                                                        for n in ('甲', '乙')})
     monkeypatch.setattr(sample_gradio, 'votes', str(path))
-    monkeypatch.setattr(sample_gradio, 'VOTED', set())
+    monkeypatch.setattr(sample_gradio, 'STORE', {})
 
     def broken_board():
         raise RuntimeError('a font went missing')
-    monkeypatch.setattr(sample_gradio, 'board_view', broken_board)
+    monkeypatch.setattr(sample_gradio, 'board_text', broken_board)
     demo = sample_gradio.build_page()
     vote = next(f.fn for f in demo.fns.values() if f.name == 'vote')  # the first is 模型 A 更好
     fight = {'id': 'battle-1', 'failed': False, 'names': ('甲', '乙'), 'secs': (1.25, 2.5), 'prompt': '北京##',
@@ -359,10 +367,10 @@ def test_a_vote_stands_when_the_leaderboard_fails_after_it(tmp_path, monkeypatch
     reveal, board, *buttons = vote(fight)
     assert '已记录' in reveal and '模型 A 是 **甲**（用时 1.2 秒）' in reveal
     assert board == '⚠️ 排行榜暂时算不出来（RuntimeError: a font went missing）；你的一票已经记下了。'
-    assert [json.loads(line)['battle_id'] for line in path.read_text(encoding='utf-8').splitlines()] == ['battle-1']
+    assert [r['battle_id'] for r in stored(path)] == ['battle-1']
     with pytest.raises(gr.Error, match='这一场已经投过票了'):
         vote(fight)  # a second click, or a replayed API call
-    assert len(path.read_text(encoding='utf-8').splitlines()) == 1
+    assert len(stored(path)) == 1
 
 
 # ----------------------------------------------------------------------------- in a real browser
@@ -420,10 +428,9 @@ def test_browser_leaderboard_shows_the_table_and_both_pictures(tmp_path):
     """600 synthetic votes among six contestants (plus leaked votes and bad lines), as a class would have after a week."""
     from bench.bench_ratings import synthetic_votes
     from playwright.sync_api import sync_playwright
-    votes, port = tmp_path / 'votes.jsonl', free_port()
-    synthetic_votes(str(votes), 600, BOARD_NAMES, seed=1, leaked_rate=0.03)
-    with open(votes, 'a', encoding='utf-8') as f:
-        f.write('{"model_a": 5, "model_b": "张三的模型", "vote": "A"}\n')
+    votes, port = tmp_path / 'arena.db', free_port()
+    synthetic_votes(str(tmp_path / 'votes.jsonl'), 600, BOARD_NAMES, seed=1, leaked_rate=0.03)
+    store.import_jsonl(store.connect(str(votes)), str(tmp_path / 'votes.jsonl'))
     peers = [{'name': n, 'url': f'http://127.0.0.1:{free_port()}', 'model': n} for n in BOARD_NAMES]  # never called here
     (tmp_path / 'peers.json').write_text(json.dumps(peers, ensure_ascii=False), encoding='utf-8')
     with serving(['sample_gradio.py', f"--peers={tmp_path / 'peers.json'}", f'--votes={votes}', '--host=127.0.0.1',
@@ -444,6 +451,6 @@ def test_browser_leaderboard_shows_the_table_and_both_pictures(tmp_path):
             browser.close()
     assert all(s > 300 for s in sizes), sizes
     assert all(n in text for n in BOARD_NAMES) and '排名 (UB)' in text and '数据不足' not in text
-    assert '跳过了 1 行有问题的记录' in text and '票的回答泄露了模型名字，未计入' in text
+    assert '票的回答泄露了模型名字，未计入' in text
     assert (tmp_path / 'leaderboard.png').stat().st_size > 50_000
     print(f"leaderboard screenshot: {tmp_path / 'leaderboard.png'}")

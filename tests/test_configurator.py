@@ -81,3 +81,14 @@ def test_a_missing_or_broken_config_file_is_a_clear_error(tmp_path):
     proc = run_script(['train.py', 'config/train_config_cpus.py'], check=False)  # a typo in the README's command
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     assert 'config file config/train_config_cpus.py not found' in proc.stderr
+
+
+def test_a_bare_argument_that_is_not_a_py_file_is_refused_not_executed(tmp_path):
+    other = tmp_path / 'other.jsonl'
+    other.write_text('batch_size = 99\n', encoding='utf-8')
+    with pytest.raises(SystemExit) as e:
+        configure([str(other)], batch_size=16)
+    assert str(e.value) == f'error: {other} is neither a setting (--key=value) nor a config file (a .py file)'
+    config = tmp_path / 'run.py'
+    config.write_text('batch_size = 8\n', encoding='utf-8')
+    assert configure([str(config)], batch_size=16)['batch_size'] == 8

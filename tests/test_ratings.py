@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import run_script
-from ratings import (BT_PRIOR, compute_elo, fit_bt, leaderboard, matrix_figures, pair_matrices, rank_ub, read_votes,
-                     table, to_elo_scale)
+from ratings import (BT_PRIOR, compute_elo, fit_bt, leaderboard, matrix_figures, pair_matrices, pair_table, rank_ub,
+                     read_votes, table, to_elo_scale)
 
 
 def expected(ra, rb):
@@ -47,13 +47,14 @@ def test_bt_meets_the_mle_first_order_conditions(tmp_path):
     wins, counts = pair_matrices([v[:3] for v in found], names)
     assert wins.sum(1).tolist() == [OBSERVED[n] for n in names] and counts[0, 1] == 5 and counts[1, 2] == 3
     # plain MLE: for each model, the wins the fitted ratings expect equal the wins it had
-    r = dict(zip(names, to_elo_scale(fit_bt(wins, counts, prior=0), names)))
+    table_ = pair_table([v[:3] for v in found], names)
+    r = dict(zip(names, to_elo_scale(fit_bt(*table_, 3, prior=0), names)))
     for i in names:
         wins_expected = sum(games(i, j) * expected(r[i], r[j]) for j in names if j != i)
         assert wins_expected == pytest.approx(OBSERVED[i], abs=1e-6), (i, wins_expected)
     assert sum(r.values()) == pytest.approx(3000, abs=1e-9) and r['x'] > r['y'] > r['z']
     # the default adds BT_PRIOR ties against strength 0 per model: the same conditions with those virtual games
-    theta = fit_bt(wins, counts)
+    theta = fit_bt(*table_, 3)
     for k, i in enumerate(names):
         p = [1 / (1 + np.exp(theta[m] - theta[k])) for m in range(3)]
         wins_expected = sum(games(i, j) * p[m] for m, j in enumerate(names) if j != i) + BT_PRIOR / (1 + np.exp(-theta[k]))
@@ -65,8 +66,7 @@ def test_bt_meets_the_mle_first_order_conditions(tmp_path):
 
 def test_bt_closed_forms_and_ties(tmp_path):
     # two models, a wins 3 of 4: P = 3/4 = 1 / (1 + 10^(-d/400)), d = 400 log10(3)
-    wins, counts = pair_matrices([('a', 'b', 1.0)] * 3 + [('a', 'b', 0.0)], ['a', 'b'])
-    r = to_elo_scale(fit_bt(wins, counts, prior=0), ['a', 'b'])
+    r = to_elo_scale(fit_bt(*pair_table([('a', 'b', 1.0)] * 3 + [('b', 'a', 1.0)], ['a', 'b']), 2, prior=0), ['a', 'b'])
     assert r[0] - r[1] == pytest.approx(400 * np.log10(3), abs=1e-6) and r.mean() == pytest.approx(1000)
     # a tie is half a win for each side: win + 2 ties scores like 2 wins + 1 loss
     one = leaderboard(write_votes(tmp_path / 'ties.jsonl', [('a', 'b', 'A'), ('a', 'b', 'tie'), ('b', 'a', 'both_bad')]))
@@ -122,10 +122,11 @@ def test_intervals_need_enough_battles_and_narrow_with_more_votes(tmp_path):
     rows = {r['model']: r for r in board['rows']}
     assert rows['a']['bt_low'] is None and rows['a']['rank_ub'] is None and rows['a']['battles'] == 2
     assert rows['new'] == {'model': 'new', 'bt': None, 'bt_low': None, 'bt_high': None, 'rank_ub': None, 'elo': 1000.0,
-                           'battles': 0, 'wins': 0, 'ties': 0, 'losses': 0, 'win_rate': None}
+                           'battles': 0, 'wins': 0, 'ties': 0, 'losses': 0, 'win_rate': None, 'group': None,
+                           'record': None, 'needed': None}
     text = table(board, min_battles=10)
     assert '| — | a |' in text and '数据不足（2 < 10 场）' in text and '1004.0 ~ 1004.0' not in text
-    assert '| — | new | — | 数据不足（0 < 10 场） | 1000.0 | 0 | 0 / 0 / 0 | — |' in text
+    assert '| — | new | — | 数据不足（0 < 10 场） | — | 1000.0 | 0 | 0 / 0 / 0 | — |' in text
     few = leaderboard(write_votes(tmp_path / 'few.jsonl', HAND_MADE * 4), rounds=300)
     many = leaderboard(write_votes(tmp_path / 'many.jsonl', HAND_MADE * 16), rounds=300)
     width = lambda b: np.mean([r['bt_high'] - r['bt_low'] for r in b['rows']])  # noqa: E731
@@ -144,7 +145,7 @@ def test_bad_lines_are_listed_and_skipped(tmp_path):
     with open(path, 'ab') as f:
         f.write(''.join(json.dumps(v) + '\n' for v in bad_lines).encode() + b'not json\n[1, 2]\n\xff\xfe\n\n')
     found, bad = read_votes(path)
-    assert found == [('x', 'y', 1.0, False), ('y', 'x', 0.0, False)]
+    assert [v[:4] for v in found] == [('x', 'y', 1.0, False), ('y', 'x', 0.0, False)]
     assert [b.split(' ')[0] for b in bad] == [f'{path}:{n}' for n in range(3, 16)]
     assert '"model_a" must be a non-empty string, got 5' in bad[0] and 'got None' in bad[1] and "got ['x']" in bad[2]
     assert 'a model against itself' in bad[6] and 'second vote on battle b0 (first on line 1)' in bad[9]
@@ -208,7 +209,7 @@ def test_command_line_table_and_json(tmp_path):
         f.write('{"model_a": 3, "model_b": "y", "vote": "A"}\n')
     proc = run_script(['ratings.py', path])
     assert '| 排名 (UB) | 模型 | BT |' in proc.stdout and '| 1 | x |' in proc.stdout
-    assert '24 of 25 votes counted (1 leaked left out); 1 bad lines skipped' in proc.stdout
+    assert '24 of 25 votes counted (left out: 1 leaked); 1 bad lines skipped' in proc.stdout
     assert f'skipped {path}:26' in proc.stderr
     rows = json.loads(run_script(['ratings.py', path, '--json', '--bootstrap_rounds=50']).stdout)
     assert [r['model'] for r in rows] == ['x', 'y', 'z']
@@ -223,3 +224,164 @@ def test_command_line_table_and_json(tmp_path):
     proc = run_script(['ratings.py', str(tmp_path / 'missing.jsonl')], check=False)
     assert proc.returncode != 0 and 'missing.jsonl: no such votes file' in proc.stderr
     assert '--bootstrap_rounds=200' in run_script(['ratings.py', '--help']).stdout
+
+
+# ----------------------------------------------------------------------------- the pair table, groups, odd records
+def test_300_models_fit_on_the_pair_table_in_little_memory(tmp_path):
+    """Memory grows with the pairs that met, not with votes x models^2: 300 models used to ask for 12.7 GiB."""
+    import tracemalloc
+
+    from bench.bench_ratings import synthetic_votes
+    path = str(tmp_path / 'votes.jsonl')
+    synthetic_votes(path, 3000, 300, seed=2)
+    tracemalloc.start()
+    try:
+        board = leaderboard(path, rounds=4, min_battles=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(board['rows']) == 300 and board['counted'] == 3000
+    assert peak < 300 * 2 ** 20, f'{peak / 2 ** 20:.0f} MiB'
+    found, _ = read_votes(path)
+    battles = [v[:3] for v in found]
+    names = sorted({x for v in battles for x in v[:2]})
+    # the same fit as the dense matrices give: the expected wins equal the observed ones
+    wins, games = pair_matrices(battles, names)
+    theta = fit_bt(*pair_table(battles, names), len(names))
+    p = 1 / (1 + np.exp(theta[None, :] - theta[:, None]))
+    assert (games * p).sum(1) + BT_PRIOR / (1 + np.exp(-theta)) == pytest.approx(wins.sum(1) + BT_PRIOR / 2, abs=1e-6)
+
+
+def test_separate_groups_are_ranked_within_each_and_the_board_says_so(tmp_path):
+    rows = ([('a', 'b', 'A')] * 30 + [('b', 'a', 'A')] * 10 + [('c', 'd', 'A')] * 12 + [('d', 'c', 'A')] * 28)
+    board = leaderboard(write_votes(tmp_path / 'votes.jsonl', rows), rounds=100)
+    by = {r['model']: r for r in board['rows']}
+    assert board['groups'] == 2 and by['a']['group'] == by['b']['group'] != by['c']['group'] == by['d']['group']
+    assert (by['a']['rank_ub'], by['b']['rank_ub'], by['d']['rank_ub'], by['c']['rank_ub']) == (1, 2, 1, 2)
+    from ratings import notes
+    assert any('2 个互不相连的组' in line and '排名只在组内计算' in line for line in notes(board))
+    assert '| 排名 (UB) | 模型 | 组 |' in table(board)
+    one = leaderboard(write_votes(tmp_path / 'one.jsonl', rows + [('b', 'c', 'A')]), rounds=20)
+    assert one['groups'] == 1 and not any('互不相连' in line for line in notes(one))
+
+
+def test_unbeaten_winless_and_all_tie_records_get_no_zero_width_interval(tmp_path):
+    rows = [('a', 'b', 'A')] * 12 + [('c', 'd', 'tie')] * 12
+    board = leaderboard(write_votes(tmp_path / 'votes.jsonl', rows), rounds=50)
+    by = {r['model']: r for r in board['rows']}
+    assert [by[n]['record'] for n in 'abcd'] == ['unbeaten', 'winless', 'all_ties', 'all_ties']
+    assert all(by[n]['bt_low'] is None and by[n]['rank_ub'] is None for n in 'abcd')
+    text = table(board)
+    assert '全胜：区间无法估计' in text and '全负：区间无法估计' in text and '全是平局：区间无法估计' in text
+    from ratings import notes
+    assert any('零宽' in line for line in notes(board))
+
+
+def test_needed_battles_shrink_to_zero_once_intervals_separate(tmp_path):
+    close = [('a', 'b', 'A')] * 11 + [('b', 'a', 'A')] * 9 + [('b', 'c', 'A')] * 11 + [('c', 'b', 'A')] * 9
+    far = [('a', 'b', 'A')] * 90 + [('b', 'a', 'A')] * 10 + [('b', 'c', 'A')] * 90 + [('c', 'b', 'A')] * 10
+    near = {r['model']: r['needed'] for r in leaderboard(write_votes(tmp_path / 'near.jsonl', close), rounds=100)['rows']}
+    apart = {r['model']: r['needed'] for r in leaderboard(write_votes(tmp_path / 'far.jsonl', far), rounds=100)['rows']}
+    assert all(n > 20 for n in near.values()), near  # 55% vs 45%: hundreds of battles more
+    assert apart == {'a': 0, 'b': 0, 'c': 0}
+    assert '已分开' in table(leaderboard(str(tmp_path / 'far.jsonl'), rounds=100))
+    same = [('a', 'b', 'A')] * 20 + [('b', 'a', 'A')] * 20  # rated alike: no number of battles is worth showing
+    assert '超过 800 场（评分几乎相同）' in table(leaderboard(write_votes(tmp_path / 'same.jsonl', same), rounds=100))
+
+
+def test_names_cannot_shift_columns_or_become_html(tmp_path):
+    rows = [('a|b|c', '<img src="http://127.0.0.1:9/x">', 'A')] * 3
+    text = table(leaderboard(write_votes(tmp_path / 'votes.jsonl', rows)))
+    import re
+    header, _, *lines = text.splitlines()
+    columns = lambda line: len(re.split(r'(?<!\\)\|', line))  # noqa: E731
+    assert all(columns(line) == columns(header) for line in lines), lines
+    assert '<img' not in text and '&lt;img src="http://127.0.0.1:9/x"&gt;' in text and 'a\\|b\\|c' in text
+
+
+# ----------------------------------------------------------------------------- rules on voters
+def voted(path, rows):
+    """rows: (model_a, model_b, vote, voter, time) into a votes.jsonl."""
+    with open(path, 'w', encoding='utf-8') as f:
+        for k, (a, b, vote, voter, time) in enumerate(rows):
+            f.write(json.dumps({'battle_id': f'v{k}', 'time': time, 'model_a': a, 'model_b': b, 'vote': vote,
+                                'voter': voter}, ensure_ascii=False) + '\n')
+    return str(path)
+
+
+def test_own_model_votes_and_the_daily_cap_are_kept_but_left_out(tmp_path):
+    rows = ([('张三的模型', 'x', 'A', '张三', '2026-01-01T09:00:00+00:00')] * 4 +
+            [('x', 'y', 'A', '李四', f'2026-01-0{1 + k // 5}T10:00:00+00:00') for k in range(10)] +
+            [('x', 'y', 'B', '', '2026-01-01T10:00:00+00:00')] * 3)  # anonymous: no cap to hold them to
+    path = voted(tmp_path / 'votes.jsonl', rows)
+    board = leaderboard(path, owners={'张三的模型': '张三'}, daily_cap=3)
+    assert board['votes'] == 17 and board['left_out'] == {'own_model': 4, 'daily_cap': 4}
+    assert board['counted'] == 3 + 3 + 3  # 李四: 3 on each of two days; the anonymous 3
+    from ratings import notes
+    assert '4 票未计入：投票人给自己注册的模型投票（保留，不计入）' in notes(board)
+    assert leaderboard(path)['counted'] == 17  # rules off: everything counts
+
+
+def test_a_colluding_voter_is_flagged_within_30_votes_and_honest_ones_are_not(tmp_path):
+    from bench.bench_ratings import synthetic_votes
+    from ratings import outlier_voters
+    honest = str(tmp_path / 'honest.jsonl')
+    true = synthetic_votes(honest, 3000, 12, seed=3)
+    names = sorted(true)
+    weakest = min(true, key=true.get)
+    votes_, rng = [], random.Random(3)
+    for k, line in enumerate(open(honest, encoding='utf-8')):
+        v = json.loads(line)
+        votes_.append((v['model_a'], v['model_b'], {'A': 1.0, 'B': 0.0, 'tie': 0.5}[v['vote']], False, f'同学{k % 30:02d}', '', 'human'))
+    for k in range(30):  # always the weakest model, against whoever it meets
+        other = rng.choice([n for n in names if n != weakest])
+        votes_.append((weakest, other, 1.0, False, '捣乱者', '', 'human') if k % 2 else (other, weakest, 0.0, False, '捣乱者', '', 'human'))
+    flagged = outlier_voters(votes_, names)
+    assert list(flagged) == ['捣乱者'] and flagged['捣乱者'] <= 30, flagged
+
+
+# ----------------------------------------------------------------------------- the store and the command line
+def test_the_store_imports_a_votes_file_once_and_gives_the_same_board(tmp_path):
+    import votes as store
+    path = write_votes(tmp_path / 'votes.jsonl', HAND_MADE * 3 + [('x', 'z', 'A', True)])
+    with open(path, 'a', encoding='utf-8') as f:
+        f.write('{"model_a": 3, "model_b": "y", "vote": "A"}\n{"model_a": "x", "model_b": "y", "vote": "B"}\n')  # bad; no id
+    db_path = str(tmp_path / 'arena.db')
+    proc = run_script(['ratings.py', db_path, f'--import={path}'])
+    assert f'imported 38 votes from {path} into {db_path} (0 already there, 1 bad lines skipped)' in proc.stdout
+    proc = run_script(['ratings.py', db_path, f'--import={path}'], check=False)
+    assert proc.returncode == 1 and proc.stderr.startswith(f'error: {path}: already imported') and proc.stderr.count('\n') == 1
+    from_file, from_db = leaderboard(path, rounds=50), leaderboard(db_path, rounds=50)
+    assert from_file['rows'] == from_db['rows'] and from_db['votes'] == 38 and from_db['leaked'] == 1
+    run_script(['ratings.py', db_path, f"--export={tmp_path / 'out.csv'}"])
+    run_script(['ratings.py', db_path, f"--export={tmp_path / 'out.jsonl'}"])
+    assert leaderboard(str(tmp_path / 'out.jsonl'), rounds=50)['rows'] == from_db['rows']
+    import csv
+    with open(tmp_path / 'out.csv', encoding='utf-8-sig', newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 38 and rows[0]['battle_id'] == 'b0' and rows[0]['model_a'] == 'x' and rows[-1]['vote'] == 'B'
+    db = store.connect(db_path)
+    assert store.add_vote(db, {'battle_id': 'b0', 'model_a': 'x', 'model_b': 'y', 'vote': 'A'}) is False
+    with pytest.raises(ValueError, match='"vote" must be one of'):
+        store.add_vote(db, {'battle_id': 'new', 'model_a': 'x', 'model_b': 'y', 'vote': 'C'})
+    assert len(store.records(db)) == 38
+
+
+def test_command_line_refuses_without_tracebacks_and_never_runs_a_votes_file(tmp_path):
+    path = write_votes(tmp_path / 'votes.jsonl', HAND_MADE)
+    marker = tmp_path / 'ran'
+    other = tmp_path / 'other.jsonl'
+    other.write_text(f'open({str(marker)!r}, "w").write("executed")\n', encoding='utf-8')
+    for args, message in (([path, str(other)], 'error: one votes file at a time, got 2'),
+                          ([str(tmp_path)], f'error: {tmp_path} is a folder, not a votes file'),
+                          ([path, '--bootstrap_rounds=0'], 'error: --bootstrap_rounds must be at least 1, got 0'),
+                          ([path, '--output=xml'], "error: --output must be table or json, got 'xml'"),
+                          ([path, f'--export={tmp_path}/x.csv'], 'error: --import and --export need a votes store (.db)')):
+        proc = run_script(['ratings.py', *args], check=False)
+        assert proc.returncode == 1 and proc.stderr.startswith(message) and proc.stderr.count('\n') == 1, proc.stderr
+    assert not marker.exists()
+    # settings given on the command line reach the computation
+    rows = json.loads(run_script(['ratings.py', path, '--json', '--min_battles=100']).stdout)
+    assert all(r['bt_low'] is None for r in rows)
+    a, b = (json.loads(run_script(['ratings.py', path, '--json', '--min_battles=1', f'--seed={s}']).stdout) for s in (0, 1))
+    assert [r['bt'] for r in a] == [r['bt'] for r in b] and [r['bt_low'] for r in a] != [r['bt_low'] for r in b]
