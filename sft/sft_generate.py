@@ -31,6 +31,7 @@ it finds in one text: `python sft/rules.py "长江是中国第一长河。"`). I
 a question is asked once in the whole output, and --next_sentence=True adds “<sentence>”的下一句是什么？ pairs
 (recall, not facts). An article with at least one pair (not --min_pairs: rules cannot invent more) is accepted.
 """
+import functools
 import json
 import os
 import re
@@ -251,35 +252,52 @@ def chat_text(body):
     return message.get('content') or ''
 
 
-def openai_asker():
-    """ask(text, hint) -> reply text, through the official client; any failure of the request is RequestFailed."""
+@functools.lru_cache(maxsize=8)
+def chat_client(base_url, key, timeout):
+    """One client per server, key and timeout, shared by every request (and thread): connections are reused."""
     import openai
-    key = os.environ.get(api_key_env)
-    if not key:  # local servers (LM Studio, Ollama, vLLM) accept any key; the client insists on one
+    return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
+
+
+def ask_chat(messages, base_url, model, api_key_env, timeout, temperature):
+    """
+    One chat request to any OpenAI-compatible server: the reply's text, or RequestFailed(kind, detail) for any
+    failure of the request (kinds as in RequestFailed). The key is read from the environment variable named
+    api_key_env; unset, a placeholder is sent (local servers such as LM Studio, Ollama and vLLM accept any key).
+    No retries here: the caller decides what a failure costs.
+    """
+    import openai
+    client = chat_client(base_url, os.environ.get(api_key_env) or 'not-set', timeout)
+    # the one place where a request's outcome is decided: the client only fetches the raw body (its own parsing
+    # turns an HTML or list body into a str or list, which then fails far from here); chat_text reads it
+    try:
+        body = client.chat.completions.with_raw_response.create(
+            model=model, temperature=temperature, messages=messages).http_response.content
+    except openai.APITimeoutError:
+        raise RequestFailed('down', f'no reply within {timeout}s')
+    except openai.APIConnectionError as e:
+        raise RequestFailed('down', f'connection failed: {e.__cause__ or e}')
+    except openai.APIStatusError as e:
+        kind = 'refused' if e.status_code in (401, 403, 404) else 'status'
+        raise RequestFailed(kind, f'HTTP {e.status_code}', e.response.text[:2000])
+    except openai.OpenAIError as e:  # whatever else the client raises is still one failed request
+        raise RequestFailed('reply', f'{type(e).__name__}: {e}')
+    try:
+        return chat_text(body)
+    except ValueError as e:
+        raise RequestFailed('reply', str(e), body[:2000].decode('utf-8', 'replace'))
+
+
+def openai_asker():
+    """ask(text, hint) -> reply text, through ask_chat; any failure of the request is RequestFailed."""
+    if not os.environ.get(api_key_env):
         print(f"note: ${api_key_env} is not set; sending a placeholder key", file=sys.stderr)
-    client = openai.OpenAI(base_url=base_url, api_key=key or 'not-set', timeout=timeout, max_retries=0)
 
     def ask(text, hint):
-        # the one place where a request's outcome is decided: the client only fetches the raw body (its own
-        # parsing turns an HTML or list body into a str or list, which then fails far from here); chat_text reads it
         prompt = PROMPT.format(lo=min_pairs, hi=max_pairs, max_q=max_question_chars, max_a=max_answer_chars,
                                hint=hint, article=text[:max_article_chars])
-        try:
-            body = client.chat.completions.with_raw_response.create(model=model, temperature=temperature, messages=[
-                {'role': 'system', 'content': SYSTEM}, {'role': 'user', 'content': prompt}]).http_response.content
-        except openai.APITimeoutError:
-            raise RequestFailed('down', f'no reply within {timeout}s')
-        except openai.APIConnectionError as e:
-            raise RequestFailed('down', f'connection failed: {e.__cause__ or e}')
-        except openai.APIStatusError as e:
-            kind = 'refused' if e.status_code in (401, 403, 404) else 'status'
-            raise RequestFailed(kind, f'HTTP {e.status_code}', e.response.text[:2000])
-        except openai.OpenAIError as e:  # whatever else the client raises is still one failed request
-            raise RequestFailed('reply', f'{type(e).__name__}: {e}')
-        try:
-            return chat_text(body)
-        except ValueError as e:
-            raise RequestFailed('reply', str(e), body[:2000].decode('utf-8', 'replace'))
+        return ask_chat([{'role': 'system', 'content': SYSTEM}, {'role': 'user', 'content': prompt}],
+                        base_url, model, api_key_env, timeout, temperature)
     return ask
 
 
