@@ -94,7 +94,8 @@ PROMPT = """{intro}请判断哪个更好：内容正确、切题、通顺者胜�
 REFERENCE = '【参考答案】\n{}\n'
 RETRY_HINT = '\n\n（上一次的输出无法识别。只输出 A、B 或 平局，不要解释。）'
 
-OTHER = {'A': 'B', 'B': 'A', 'tie': 'tie'}
+OTHER = {'A': 'B', 'B': 'A', 'tie': 'tie'}  # a verdict seen from the other order
+# the contestants' sampling when a caller gives none (the defaults above, before any --key=value)
 PARAMS = {'max_new_tokens': max_new_tokens, 'temperature': answer_temperature, 'top_k': top_k, 'top_p': 1.0,
           'presence_penalty': presence_penalty, 'frequency_penalty': frequency_penalty}
 
@@ -257,6 +258,18 @@ def answer(entry, model, question, params=PARAMS, timeout=30.0):
     except contestants.TooLong:
         pass  # the peer sent more than asked: judged on the cut text, as the arena shows it
     return ''.join(pieces)
+
+
+class LazyModels(dict):
+    """Local checkpoints loaded when first asked for: a run with everything judged loads none."""
+    def __init__(self, entries, device):
+        super().__init__()
+        self.entries, self.device = {e['name']: e for e in entries if 'checkpoint' in e}, device
+
+    def get(self, name, default=None):
+        if name in self.entries and name not in self:
+            self.update(contestants.load_models([self.entries[name]], self.device))
+        return super().get(name, default)
 
 
 def contestant_entries(peers_path, checkpoint_dirs):
@@ -657,8 +670,8 @@ def main():
         except KeyboardInterrupt:
             sys.exit(f'interrupted: votes so far are saved in {votes}; rerun to go on.')
         print(f"\n{tally['judged']} battles judged, {tally['already judged']} judged before, "
-              f"{tally['no verdict']} without a verdict (see {votes}.rejects.jsonl), "
-              f"{tally['contestant failed']} where a contestant failed")
+              f"{tally['no verdict']} without a verdict" + (f" (see {votes}.rejects.jsonl)" if tally['no verdict'] else '')
+              + f", {tally['contestant failed']} where a contestant failed")
         save_calibration(votes + '.calibration.json', report)
         print(calibration_text(report) + f'\n(saved in {votes}.calibration.json)\n')
     boards = boards_by_voter(db, judge_kind, rounds=bootstrap_rounds, min_battles=min_battles, seed=seed)
@@ -666,18 +679,6 @@ def main():
     if not board_only and checkpoints:
         ranked = [r for r in boards['judge']['rows'] if r['model'] in {e['name'] for e in entries} and r['bt'] is not None]
         print('\ncheckpoints by the judge: ' + ' > '.join(f"{r['model']} ({r['bt']:.0f})" for r in ranked))
-
-
-class LazyModels(dict):
-    """Local checkpoints loaded when first asked for: a run with everything judged loads none."""
-    def __init__(self, entries, device):
-        super().__init__()
-        self.entries, self.device = {e['name']: e for e in entries if 'checkpoint' in e}, device
-
-    def get(self, name, default=None):
-        if name in self.entries and name not in self:
-            self.update(contestants.load_models([self.entries[name]], self.device))
-        return super().get(name, default)
 
 
 if __name__ == '__main__':

@@ -342,9 +342,8 @@ def test_boards_split_by_voter(tmp_path):
 
 
 @pytest.mark.slow
-def test_checkpoints_of_one_run_are_ranked_by_the_judge(tmp_path, fake_judge):
-    trained, early = tmp_path / 'run' / 'ckpt_100', tmp_path / 'run' / 'ckpt_2'
-    train_tiny_checkpoint(trained, steps=100)
+def test_checkpoints_of_one_run_are_ranked_by_the_judge(tmp_path, fake_judge, tiny_checkpoint):
+    trained, early = tiny_checkpoint, tmp_path / 'run' / 'ckpt_2'  # 100 steps on SENTENCES, and 2
     train_tiny_checkpoint(early, steps=2)
     csv = tmp_path / 'q.csv'
     csv.write_text('prompt,reference\n北京是中国,的首都。北京有很多名胜古迹。\n长江是中国,最长的河流。长江流经许多省份。\n'
