@@ -123,7 +123,7 @@ def load_questions(path, limit=0):
     found, seen = [], set()
 
     def add(where, prompt, reference):
-        if not isinstance(prompt, str) or not prompt.strip():
+        if not isinstance(prompt, str) or not prompt.strip().removesuffix('##').strip():
             raise ValueError(f'{where}: the question must be a non-empty string, got {prompt!r:.60}')
         if reference is not None and not isinstance(reference, str):
             raise ValueError(f'{where}: the reference answer must be a string, got {reference!r:.60}')
@@ -157,8 +157,9 @@ def load_questions(path, limit=0):
             if problem:
                 raise ValueError(f'{path}:{line_no}: {problem[1]}')
             question = record.get('question')
-            add(f'{path}:{line_no} "question"', question if not isinstance(question, str) else question.strip() + '##',
-                record.get('answer'))
+            if isinstance(question, str) and question.strip().removesuffix('##').strip():
+                question = question.strip().removesuffix('##').strip() + '##'  # a question, whether it ends in ## or not
+            add(f'{path}:{line_no} "question"', question, record.get('answer'))
     if not found:
         raise ValueError(f'{path}: no questions in it')
     return found[:limit] if limit > 0 else found
@@ -169,10 +170,10 @@ _THINK = re.compile(r'<think>.*?(</think>|$)', re.S)  # reasoning models think a
 _BRACKETS = re.compile(r'\[\[\s*(A|B|C|TIE|平局)\s*\]\]', re.I)  # MT-Bench's format, [[C]] a tie
 _TIE = re.compile(r'平局|平手|打平|持平|不相上下|难分高下|难分伯仲|一样好|同样好|都很好|都好|都不好|都差|都错|'
                   r'相当|\btie\b|\bdraw\b|\bequal(ly)?\b|\bneither\b|\bboth\b|\bsame\b', re.I)
-_LETTER = r'(?<![A-Za-z0-9])([AB])(?![A-Za-z0-9])'
+_LETTER = r'(?<![A-Za-z0-9])((?-i:[AB]))(?![A-Za-z0-9])'  # a capital A or B standing alone (not English's "a")
 _LABELED = re.compile(r'(?:结论|答案|判断|裁决|结果|胜者|获胜|选择|verdict|answer|winner|result|output|final|choice)'
                       r'[^A-Za-z0-9\u4e00-\u9fff]{0,6}(?:是|为|选|the)?\s*[^A-Za-z0-9\u4e00-\u9fff]{0,4}'
-                      r'(' + r'[AB](?![A-Za-z0-9])' + r'|平局|tie\b|draw\b)', re.I)
+                      r'((?-i:[AB])(?![A-Za-z0-9])|平局|tie\b|draw\b)', re.I)
 _WORSE = re.compile(r'(?:助手|模型|回答|assistant|model|answer|response)?\s*' + _LETTER +
                     r'\s*(?:的回答|的续写)?\s*(?:更差|较差|不如|更糟|is worse|worse)', re.I)
 _BETTER = re.compile(r'(?:助手|模型|回答|assistant|model|answer|response)?\s*' + _LETTER +
@@ -289,7 +290,8 @@ def draw_pairs(entries, count, rng):
     groups = contestants.same_model_groups(entries)
     weights = {e['name']: e.get('weight', 1) for e in entries}
     names = list(weights)
-    every = [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if groups[a] != groups[b]]
+    every = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
+             if groups[a] != groups[b] and weights[a] * weights[b] > 0]  # weight 0: never in battles
     if count <= 0:
         return every
     drawn = []

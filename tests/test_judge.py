@@ -140,7 +140,8 @@ def battle_requests(server):
     ('两个回答一样好。', 'tie'), ('我认为A更好，因为它更准确。', 'A'), ('回答B更好', 'B'), ('A的回答更差', 'B'),
     ('Ｂ', 'B'), ('The winner is B.', 'B'), ('Verdict: A', 'A'), ('选A', 'A'), ('A和B都不好', 'tie'),
     ('<think>A说得不对，B对</think>\nB', 'B'), ('Output: A\n\nExplanation: B is wrong.', 'A'), ('最终答案是 **B**', 'B'),
-    ('Both are equally good.', 'tie'), ('', None), ('我无法判断', None), ('A 和 B', None),
+    ('Both are equally good.', 'tie'), ('B gives a better answer.', 'B'), ('Answer: a tie', 'tie'),
+    ('', None), ('我无法判断', None), ('A 和 B', None),
 ])
 def test_verdicts_are_read_from_messy_replies(reply, verdict):
     assert judge.parse_verdict(reply) == verdict
@@ -315,13 +316,33 @@ def test_question_files_of_both_formats_and_their_errors(tmp_path):
     assert judge.load_questions(jsonl) == [{'prompt': '北京是什么？##', 'question': '北京是什么？', 'reference': '首都',
                                            'task': 'question'}]
     bad = tmp_path / 'bad.jsonl'
-    bad.write_text('{"question": "a"}\n{"question": 5}\n', encoding='utf-8')
-    with pytest.raises(ValueError, match=r'bad.jsonl:2 "question": the question must be a non-empty string, got 5'):
-        judge.load_questions(str(bad))
+    for line, value in (('{"question": 5}', '5'), ('{"question": " ## "}', "' ## '"), ('{"answer": "x"}', 'None')):
+        bad.write_text('{"question": "a##"}\n' + line + '\n', encoding='utf-8')
+        with pytest.raises(ValueError, match=rf'bad.jsonl:2 "question": the question must be a non-empty string, got {value}$'):
+            judge.load_questions(str(bad))
     csv = tmp_path / 'q.csv'
     csv.write_text('text\n北京\n', encoding='utf-8')
     with pytest.raises(ValueError, match=r'q.csv:1: expected a header with a "prompt" column'):
         judge.load_questions(str(csv))
+
+
+def test_pairs_are_drawn_as_the_arena_draws_them():
+    import random
+    entries = [{'name': 'sft', 'checkpoint': '/m/sft'}, {'name': 'sft again', 'checkpoint': '/m/sft'},
+               {'name': 'pre', 'checkpoint': '/m/pre'}, {'name': 'off', 'checkpoint': '/m/off', 'weight': 0}]
+    assert judge.draw_pairs(entries, 0, random.Random(0)) == [('sft', 'pre'), ('sft again', 'pre')]
+    drawn = judge.draw_pairs(entries, 5, random.Random(0))
+    assert sorted(map(sorted, drawn)) == [['pre', 'sft'], ['pre', 'sft again']]  # all there are, each once
+    assert judge.draw_pairs(entries, 1, random.Random('0:q')) == judge.draw_pairs(entries, 1, random.Random('0:q'))
+
+
+@pytest.mark.slow
+def test_a_bad_question_file_stops_the_command_with_one_line(tmp_path):
+    bad = tmp_path / 'q.jsonl'
+    bad.write_text('{"question": "北京是什么？"}\n{"question": ["x"]}\n', encoding='utf-8')
+    proc = run_script([SCRIPT, f'--questions={bad}', f'--votes={tmp_path / "v.db"}', '--checkpoints=a,b'], check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip() == f"error: {bad}:2 \"question\": the question must be a non-empty string, got ['x']"
 
 
 def test_boards_split_by_voter(tmp_path):
