@@ -85,15 +85,16 @@ def default_peers():
 
 
 def load_models(entries, device):
-    """Loads each local checkpoint once (two names may share one), keyed by contestant name."""
-    from model import load_checkpoint, pick_device
+    """(model, tokenizer) of each local checkpoint, loaded once (two names may share one), keyed by contestant name."""
+    from checkpoint import load_checkpoint
+    from model import pick_device
     loaded, models = {}, {}
     for e in entries:
         if 'checkpoint' in e:
             path = os.path.abspath(e['checkpoint'])
             if path not in loaded:
                 try:
-                    loaded[path] = load_checkpoint(path, pick_device(device))[0]
+                    loaded[path] = load_checkpoint(path, pick_device(device))[:2]
                 except Exception as err:  # missing, corrupt or foreign: the start stops with the contestant named
                     raise SystemExit(f"error: contestant {e['name']!r} ({path}): {type(err).__name__}: {err}")
             models[e['name']] = loaded[path]
@@ -155,13 +156,11 @@ class TooLong(Exception):
     pass
 
 
-def stream_local(model, prompt, params):
-    """A local checkpoint's answer: the one place the arena calls the engine."""
+def stream_local(loaded, prompt, params):
+    """A local checkpoint's answer, loaded = (model, tokenizer): the one place the arena calls the engine."""
     import engine
-    tok = getattr(model, 'tokenizer', None)  # set by load_checkpoint since checkpoints carry their tokenizer
-    ids = engine.encode_prompt(tok, prompt) if tok is not None else engine.encode_prompt(prompt)
-    # top_p and the penalties reach the engine only when switched on, so an engine without them serves the defaults
-    return engine.stream_text(model, ids, **{k: v for k, v in params.items() if OFF.get(k) != v})
+    model, tok = loaded
+    return engine.stream_text(model, tok, engine.encode_prompt(tok, prompt), **params)
 
 
 def post(peer, path, body, timeout):

@@ -13,7 +13,6 @@ import sys
 
 import numpy as np
 
-from tokenizer import get_tokenizer
 
 
 # ----------------------------------------------------------------------------- articles
@@ -219,8 +218,9 @@ def finish_prepared(out_dir, meta, splits=('train', 'val')):
 def data_tokenizer(meta, data_dir):
     """The tokenizer a dataset was made with, from its meta.json (and, for a trained one, the folder it names)."""
     facts = meta.get('tokenizer') or {k: meta[k] for k in ('encoding', 'ranks_sha256') if k in meta}  # older metas
+    from checkpoint import load_tokenizer  # the facts' path may name the checkpoint SFT rows were made for
     try:
-        return get_tokenizer(facts)
+        return load_tokenizer(facts)
     except (ValueError, FileNotFoundError) as e:
         raise type(e)(f"{data_dir}/meta.json: {e}")
 

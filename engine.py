@@ -3,13 +3,13 @@ The one generation engine: every script that makes text (sample.py, server.py, t
 evaluations) calls it.
 
     from engine import encode_prompt, generate_ids, stream_text, generate_text
-    from model import load_checkpoint
-    model, _ = load_checkpoint('out/sft', 'cpu')      # model.tokenizer: the tokenizer it was trained with
-    print(generate_text(model, '中国的首都是哪里？', chat=True, temperature=0))
-    for piece in stream_text(model, encode_prompt(model.tokenizer, '北京是'), max_new_tokens=50, seed=1):
+    from checkpoint import load_checkpoint
+    model, tok, _ = load_checkpoint('out/sft', 'cpu')   # tok: the tokenizer it was trained with
+    print(generate_text(model, tok, '中国的首都是哪里？', chat=True, temperature=0))
+    for piece in stream_text(model, tok, encode_prompt(tok, '北京是'), max_new_tokens=50, seed=1):
         print(piece, end='', flush=True)
 
-The loop itself knows token ids only: the model's tokenizer gives the EOT it stops at and n_vocab, the
+The loop itself knows token ids only: the tokenizer passed in gives the EOT it stops at and n_vocab, the
 first id it may never emit; turning text into ids and back happens at the edges (encode_prompt, text_pieces).
 
 How it works:
@@ -122,7 +122,7 @@ def sample_next(logits, n_vocab, generator, temperature=1.0, top_k=None, top_p=1
     return int(ids[choice]) if ids is not None else choice
 
 
-def generate_ids(model, prompt_ids, max_new_tokens=225, temperature=0.1, top_k=20, top_p=1.0,
+def generate_ids(model, tok, prompt_ids, max_new_tokens=225, temperature=0.1, top_k=20, top_p=1.0,
                  presence_penalty=0.0, frequency_penalty=0.0, seed=None):
     """New token ids, one at a time, KV-cached; stops before EOT or after max_new_tokens. Bad arguments raise here."""
     if not prompt_ids:
@@ -135,15 +135,14 @@ def generate_ids(model, prompt_ids, max_new_tokens=225, temperature=0.1, top_k=2
         generator.manual_seed(seed)
     sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, presence_penalty=presence_penalty,
                     frequency_penalty=frequency_penalty)
-    return _generate(model, list(prompt_ids), max_new_tokens, sampling, generator)
+    return _generate(model, tok.eot, tok.n_vocab, list(prompt_ids), max_new_tokens, sampling, generator)
 
 
 @torch.inference_mode()  # holds for every step of the generator, in whichever thread runs it
-def _generate(model, tokens, max_new_tokens, sampling, generator):
+def _generate(model, eot, n_vocab, tokens, max_new_tokens, sampling, generator):
     param = next(model.parameters())
     device = param.device
     cache = KVCache(model.config, 1, device, param.dtype)
-    eot, n_vocab = model.tokenizer.eot, model.tokenizer.n_vocab
     max_ctx, keep = window(model.config)
     start = len(tokens) - keep if len(tokens) > max_ctx else 0
     penalized = sampling['presence_penalty'] or sampling['frequency_penalty']
@@ -204,15 +203,15 @@ def until_stop(pieces, stops, state):
     yield held
 
 
-def stream_text(model, prompt_ids, **kwargs):
+def stream_text(model, tok, prompt_ids, **kwargs):
     """Text pieces of the new tokens (see generate_ids for kwargs), each made of whole UTF-8 characters."""
-    ids = generate_ids(model, prompt_ids, **kwargs)
+    ids = generate_ids(model, tok, prompt_ids, **kwargs)
     try:
-        yield from text_pieces(model.tokenizer, ids)
+        yield from text_pieces(tok, ids)
     finally:
         ids.close()  # a caller that stops early stops the model too
 
 
-def generate_text(model, prompt, chat=False, **kwargs):
+def generate_text(model, tok, prompt, chat=False, **kwargs):
     """The whole continuation (or answer, for a question) of a prompt text."""
-    return ''.join(stream_text(model, encode_prompt(model.tokenizer, prompt, chat=chat), **kwargs))
+    return ''.join(stream_text(model, tok, encode_prompt(tok, prompt, chat=chat), **kwargs))

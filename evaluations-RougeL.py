@@ -167,12 +167,12 @@ def repetition(predictions):
             'distinct_2': len(set(bigrams)) / len(bigrams) if bigrams else 0.0}
 
 
-def evaluate(model, items, scorer, max_new_tokens, **gen):
+def evaluate(model, tok, items, scorer, max_new_tokens, **gen):
     """Generates an answer for every item and scores it; returns the items with prediction and scores."""
     from engine import encode_prompt, generate_ids
-    tok, results = model.tokenizer, []
+    results = []
     for item in tqdm(items, desc='Rouge-L'):
-        ids = list(generate_ids(model, encode_prompt(tok, item['prompt']), max_new_tokens=max_new_tokens, **gen))
+        ids = list(generate_ids(model, tok, encode_prompt(tok, item['prompt']), max_new_tokens=max_new_tokens, **gen))
         prediction = tok.decode(ids)  # what stream_text's pieces add up to
         scores = rouge_l(scorer, item['reference'], prediction) if item['reference'] else dict.fromkeys(ROUGE_KEYS)
         results.append({**item, 'prediction': prediction, **scores,
@@ -210,10 +210,11 @@ def main():
         sys.exit("error: --from_rows needs --data_dir, the prepared dataset to take rows from")
     if prompts not in ('all', 'questions', 'continuations'):
         sys.exit(f"error: --prompts={prompts!r}: expected 'all', 'questions' or 'continuations'")
-    from model import load_checkpoint, pick_device  # after the checks: importing torch takes seconds
+    from checkpoint import load_checkpoint  # after the checks: importing torch takes seconds
+    from model import pick_device
     try:
         items = read_items(input) if input else items_from_rows(data_dir, from_rows, prompt_fraction, split)
-        model, checkpoint = load_checkpoint(out_dir, pick_device(device))
+        model, tok, checkpoint = load_checkpoint(out_dir, pick_device(device))
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     if prompts != 'all':  # a question is a prompt that ends in ##, as the engine reads it
@@ -224,7 +225,7 @@ def main():
     try:
         sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, presence_penalty=presence_penalty,
                         frequency_penalty=frequency_penalty)
-        results = evaluate(model, items, make_scorer(), max_new_tokens, seed=seed, **sampling)
+        results = evaluate(model, tok, items, make_scorer(), max_new_tokens, seed=seed, **sampling)
     except ValueError as e:  # the engine refuses a negative temperature, top_k < 1, top_p outside [0, 1], ...
         sys.exit(f"error: {e}")
     summary = summarize(results) | {'checkpoint': os.path.join(out_dir, 'ckpt.pt'),

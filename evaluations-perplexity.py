@@ -25,7 +25,8 @@ import torch
 from tqdm import tqdm
 
 from data_utils import load_rows, mask_fn, read_meta
-from model import load_checkpoint, pick_device
+from checkpoint import load_checkpoint
+from model import pick_device
 from tokenizer import same_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -38,7 +39,7 @@ device = 'auto'  # auto | cpu | cuda | mps
 output = ''  # JSON report; '' means <out_dir>/perplexity_<split>.json
 # -----------------------------------------------------------------------------
 
-def check_compatible(meta, model, checkpoint, data_dir, out_dir):
+def check_compatible(meta, tok, checkpoint, data_dir, out_dir):
     """Stops with a message naming both values when the rows were not made for this model."""
     ckpt_block = checkpoint['model_args']['block_size']
     if meta['block_size'] != ckpt_block:
@@ -46,7 +47,7 @@ def check_compatible(meta, model, checkpoint, data_dir, out_dir):
                          f"{out_dir} was trained with block_size={ckpt_block}: prepare the data again with "
                          f"--block_size={ckpt_block}")
     # the ids mean different things under another tokenizer (older metas keep the facts at the top level)
-    same_tokenizer(meta.get('tokenizer', meta), model.tokenizer.facts(), f"{data_dir}/meta.json", f"{out_dir}/ckpt.pt")
+    same_tokenizer(meta.get('tokenizer', meta), tok.facts(), f"{data_dir}/meta.json", f"{out_dir}/ckpt.pt")
     if meta.get('kind') not in ('pretrain', 'sft'):
         raise ValueError(f"{data_dir}/meta.json: kind={meta.get('kind')!r}, expected 'pretrain' or 'sft'")
 
@@ -83,10 +84,9 @@ def unigram_log_probs(train_rows, mask_fn, n_vocab, chunk=4096):
 
 
 @torch.no_grad()
-def score(model, rows, mask_fn, batch_size, max_batches, device):
+def score(model, n_vocab, rows, mask_fn, batch_size, max_batches, device):
     """(sum of target NLL in nats, number of targets, rows scored, counts of the target ids)."""
     total_nll, n_tokens, n_rows = 0.0, 0, 0
-    n_vocab = model.tokenizer.n_vocab
     target_counts = np.zeros(n_vocab, dtype=np.float64)
     device_type = torch.device(device).type
     # bf16 on a GPU for speed (the model casts logits to float32 for the cross-entropy); float32 elsewhere
@@ -107,12 +107,11 @@ def score(model, rows, mask_fn, batch_size, max_batches, device):
 def evaluate(out_dir, data_dir, split='val', batch_size=8, max_batches=0, device='cpu', baseline=True):
     """The report as a dict: ppl, loss, bits per character and byte, and the unigram baseline beside them."""
     meta = read_meta(data_dir)
-    model, checkpoint = load_checkpoint(out_dir, device)
-    check_compatible(meta, model, checkpoint, data_dir, out_dir)
-    tok = model.tokenizer
+    model, tok, checkpoint = load_checkpoint(out_dir, device)
+    check_compatible(meta, tok, checkpoint, data_dir, out_dir)
     rows = load_rows(data_dir, split, block_size=meta['block_size'])
     masks = mask_fn(meta['kind'], tok)
-    total_nll, n_tokens, n_rows, target_counts = score(model, rows, masks, batch_size, max_batches, device)
+    total_nll, n_tokens, n_rows, target_counts = score(model, tok.n_vocab, rows, masks, batch_size, max_batches, device)
     if n_tokens == 0:
         raise ValueError(f"{data_dir}/{split}.bin: no masked-in targets in the {n_rows} rows scored")
     n_bytes, n_chars = (float(target_counts @ sizes) for sizes in text_sizes(tok))

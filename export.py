@@ -37,7 +37,8 @@ import sys
 
 import torch
 
-from model import GPTConfig, load_checkpoint, read_checkpoint
+from checkpoint import checkpoint_path, load_checkpoint, read_checkpoint
+from model import GPTConfig
 from tokenizer import ANSWER_TEXT, EOT_TEXT, GPT2_PATTERN, PATTERNS
 
 # -----------------------------------------------------------------------------
@@ -58,8 +59,8 @@ OUTTYPES = {'hf': ('f32', 'f16'), 'gguf': ('f32', 'f16', 'q8_0')}
 
 
 def load(out_dir):
-    """(model, checkpoint), refusing a model whose architecture fields this file does not map."""
-    path = os.path.join(out_dir, 'ckpt.pt') if os.path.isdir(out_dir) else out_dir
+    """(model, tokenizer, checkpoint), refusing a model whose architecture fields this file does not map."""
+    path = checkpoint_path(out_dir)
     if os.path.isfile(path):  # read model_args first (mmap: cheap), so an unknown field gets a clear message
         args = read_checkpoint(path, mmap=True)['model_args']
         fields = set(args) | {f.name for f in dataclasses.fields(GPTConfig)}  # a field model.py grew counts too
@@ -70,7 +71,7 @@ def load(out_dir):
     return load_checkpoint(out_dir, 'cpu')
 
 
-def gpt2_tensors(model):
+def gpt2_tensors(model, n_vocab):
     """
     [(HF name, llama.cpp name, tensor)] for every GPT-2 tensor, float32, matrices as nn.Linear keeps them
     (out, in), missing biases as zeros, token rows cut to n_vocab. Any tensor left unmapped is refused.
@@ -79,7 +80,6 @@ def gpt2_tensors(model):
     if not torch.equal(sd['lm_head.weight'], sd['transformer.wte.weight']):
         raise ValueError("lm_head is not tied to the token embedding: export.py maps tied GPT-2 weights only")
     del sd['lm_head.weight']
-    n_vocab = model.tokenizer.n_vocab
 
     def take(name, bias_of=None):
         if name in sd:
@@ -154,16 +154,16 @@ def chat_template(tok):
             + question_separator(tok))
 
 
-def figures(model, checkpoint):
+def figures(model, tok, checkpoint):
     """The training figures a model card or a GGUF description reports."""
     loss = checkpoint.get('best_val_loss')
     return {'parameters': sum(p.numel() for p in model.parameters()), 'iter_num': checkpoint.get('iter_num'),
             'best_val_loss': round(float(loss), 4) if isinstance(loss, (int, float)) else None,
-            'tokenizer': model.tokenizer.describe()}
+            'tokenizer': tok.describe()}
 
 
-def model_card(path, model, checkpoint, source):
-    c, tok, f = model.config, model.tokenizer, figures(model, checkpoint)
+def model_card(path, model, tok, checkpoint, source):
+    c, f = model.config, figures(model, tok, checkpoint)
     ppl = f" (perplexity {math.exp(f['best_val_loss']):.2f})" if f['best_val_loss'] is not None else ''
     settings = {k: v for k, v in (checkpoint.get('config') or {}).items() if isinstance(v, (int, float, str, bool))}
     sep = question_separator(tok)
@@ -204,15 +204,15 @@ def check_output(output, format):
                          f"choose another --output")
 
 
-def export_hf(model, checkpoint, folder, name, outtype='f32', source=''):
+def export_hf(model, tok, checkpoint, folder, name, outtype='f32', source=''):
     from safetensors.torch import save_file
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
-    tok, c = model.tokenizer, model.config
+    c = model.config
     os.makedirs(folder)
     dtype = {'f32': torch.float32, 'f16': torch.float16}[outtype]
     tensors = {}
-    for hf_name, _, t in gpt2_tensors(model):
+    for hf_name, _, t in gpt2_tensors(model, tok.n_vocab):
         if t.dim() == 2 and hf_name.endswith(('c_attn.weight', 'c_proj.weight', 'c_fc.weight')):
             t = t.t()  # HF's Conv1D keeps (in, out), nn.Linear (out, in)
         tensors[hf_name] = t.to(dtype).contiguous()
@@ -242,13 +242,13 @@ def export_hf(model, checkpoint, folder, name, outtype='f32', source=''):
     fast.chat_template = chat_template(tok)
     fast.save_pretrained(folder)
     with open(os.path.join(folder, 'README.md'), 'w', encoding='utf-8') as fh:
-        fh.write(model_card(name, model, checkpoint, source))
+        fh.write(model_card(name, model, tok, checkpoint, source))
 
 
-def export_gguf(model, checkpoint, path, name, outtype='f32', source=''):
+def export_gguf(model, tok, checkpoint, path, name, outtype='f32', source=''):
     import gguf
     import numpy as np
-    tok, c = model.tokenizer, model.config
+    c = model.config
     pattern = PATTERNS.get(tok.pattern_name)
     if pattern not in LLAMA_PRE_TOKENIZERS:
         raise ValueError(f"{tok.describe()} splits text with pattern {tok.pattern_name!r}, which llama.cpp has no "
@@ -256,7 +256,7 @@ def export_gguf(model, checkpoint, path, name, outtype='f32', source=''):
     qtype = {'f32': gguf.GGMLQuantizationType.F32, 'f16': gguf.GGMLQuantizationType.F16,
              'q8_0': gguf.GGMLQuantizationType.Q8_0}[outtype]
     w = gguf.GGUFWriter(path, 'gpt2')
-    f = figures(model, checkpoint)
+    f = figures(model, tok, checkpoint)
     w.add_name(name)
     w.add_description(f"MiniGPT-zh from {source}: {f['iter_num']} iterations, best val loss {f['best_val_loss']}, "
                       f"{f['tokenizer']}")
@@ -280,7 +280,7 @@ def export_gguf(model, checkpoint, path, name, outtype='f32', source=''):
     w.add_add_bos_token(False)  # rows were trained without a leading token
     w.add_add_eos_token(False)
     w.add_chat_template(chat_template(tok))
-    for _, gguf_name, t in gpt2_tensors(model):
+    for _, gguf_name, t in gpt2_tensors(model, tok.n_vocab):
         data = t.numpy()
         kind = qtype
         # as llama.cpp's converter does: vectors and position embeddings stay f32, matrices take the outtype
@@ -314,13 +314,13 @@ def export(out_dir, format, output='', outtype='f32'):
     output = os.path.normpath(output or os.path.join('export', os.path.basename(os.path.normpath(out_dir))
                                                      + ('.gguf' if format == 'gguf' else '')))
     check_output(output, format)
-    model, checkpoint = load(out_dir)
+    model, tok, checkpoint = load(out_dir)
     name = os.path.splitext(os.path.basename(output))[0] if format == 'gguf' else output  # HF: the folder to load
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     tmp = f'{output}.tmp{os.getpid()}'
     try:
         fn = export_hf if format == 'hf' else export_gguf
-        fn(model, checkpoint, tmp, name, outtype, source=os.path.join(out_dir, 'ckpt.pt'))
+        fn(model, tok, checkpoint, tmp, name, outtype, source=os.path.join(out_dir, 'ckpt.pt'))
         if os.path.isdir(output):
             shutil.rmtree(output)  # an earlier export (check_output made sure)
         os.replace(tmp, output)
@@ -331,7 +331,7 @@ def export(out_dir, format, output='', outtype='f32'):
             os.remove(tmp)
     if format == 'gguf':
         with open(os.path.splitext(output)[0] + '.Modelfile', 'w', encoding='utf-8') as fh:
-            fh.write(modelfile(os.path.basename(output), model.tokenizer, model.config.block_size))
+            fh.write(modelfile(os.path.basename(output), tok, model.config.block_size))
     return output
 
 

@@ -3,13 +3,10 @@ A GPT in one file, after nanoGPT: pre-LayerNorm blocks, GELU MLP, tied input/out
 causal attention on torch's scaled_dot_product_attention (flash attention where the device has it).
 The loss honours a loss mask: the mean cross-entropy over masked-in targets only.
 
-load_checkpoint() is the one way every script turns out_dir/ckpt.pt back into a model; read_checkpoint() the one
-way a ckpt.pt is opened (clear errors for an empty, truncated or foreign file).
+The network and its KV cache only: checkpoint.py turns a ckpt.pt into a model and its tokenizer.
 """
 import inspect
 import math
-import os
-import pickle
 from dataclasses import dataclass
 
 import torch
@@ -175,75 +172,3 @@ def pick_device(device='auto'):
     if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available():
         return 'mps'
     return 'cpu'
-
-
-def checkpoint_path(out_dir):
-    return os.path.join(out_dir, 'ckpt.pt') if os.path.isdir(out_dir) else out_dir
-
-
-def read_checkpoint(out_dir, mmap=False):
-    """
-    The dict in out_dir/ckpt.pt (or the file out_dir), loaded with weights_only=True onto the CPU (mmap=True:
-    its tensors are read only when touched). The one place a checkpoint file is opened: a missing file is a
-    FileNotFoundError, an empty, truncated, corrupt or foreign one a ValueError naming the file and what is
-    wrong with it, so that every caller can say so in one line.
-    """
-    path = checkpoint_path(out_dir)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no checkpoint (train one with train.py, or check --out_dir)")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{path}: empty file (0 bytes), not a checkpoint; train again or restore a copy")
-    try:  # onto the CPU first: a checkpoint saved on a GPU must load on a machine without one
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as e:  # what weights_only=True refuses, among torch's generic advice
-        detail = [line.strip() for line in str(e).splitlines() if line.strip()
-                  and not line.startswith(('Weights only load failed', 'Please file an issue', 'Check the documentation'))]
-        raise ValueError(f"{path}: refused, it holds more than tensors and plain values ({' '.join(detail)[:200]})")
-    except Exception as e:  # RuntimeError, KeyError, EOFError...: torch says "truncated or corrupt" many ways
-        first = (str(e).strip().splitlines() or [''])[0]
-        raise ValueError(f"{path}: not a readable checkpoint, truncated or corrupt ({type(e).__name__}: {first[:120]})")
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get('model_args'), dict) \
-            or not isinstance(checkpoint.get('model'), dict):
-        raise ValueError(f"{path}: not a checkpoint of train.py (no 'model_args' and 'model' dicts in it)")
-    return checkpoint
-
-
-def load_checkpoint(out_dir, device='cpu'):
-    """
-    (model in eval mode, checkpoint dict) from out_dir/ckpt.pt. model.tokenizer is the tokenizer it was trained
-    with, rebuilt from the checkpoint alone (tokenizer.get_tokenizer), which is how every script encodes for it.
-    Errors as read_checkpoint's: FileNotFoundError or a ValueError naming the file.
-    """
-    from tokenizer import get_tokenizer
-    path = checkpoint_path(out_dir)
-    checkpoint = read_checkpoint(path)
-    try:
-        config = GPTConfig(**checkpoint['model_args'])
-        tok = get_tokenizer(checkpoint.get('tokenizer', {}))
-    except (TypeError, ValueError, FileNotFoundError) as e:
-        raise ValueError(f"{path}: {e}")
-    if config.vocab_size < tok.n_vocab:
-        raise ValueError(f"{path}: the model has {config.vocab_size} token rows, fewer than "
-                         f"the {tok.n_vocab} ids of its {tok.describe()}")
-    try:
-        model = GPT(config)
-        model.load_state_dict(checkpoint['model'])
-    except (RuntimeError, AssertionError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: its weights do not fit its model_args {checkpoint['model_args']} ({str(e)[:300]})")
-    model.tokenizer = tok
-    return model.to(device).eval(), checkpoint
-
-
-def save_checkpoint(out_dir, checkpoint):
-    """Writes out_dir/ckpt.pt through a temporary file and a rename, so a kill never leaves half a checkpoint."""
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, 'ckpt.pt')
-    tmp = path + f'.tmp{os.getpid()}'
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, an interrupt: the old ckpt.pt stays, the half-written copy goes
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path

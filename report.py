@@ -202,7 +202,7 @@ def section_data():
 def checkpoint_facts(path):
     """The checkpoint's shape, progress and config, memory-mapped: the weights themselves are never read."""
     import torch
-    from model import read_checkpoint
+    from checkpoint import read_checkpoint
     ckpt = read_checkpoint(path, mmap=True)
     storages = {t.untyped_storage().data_ptr(): t.numel() for t in (ckpt.get('model') or {}).values()
                 if torch.is_tensor(t)}  # tied weights (wte and lm_head) share one storage: counted once

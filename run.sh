@@ -111,7 +111,7 @@ $PY evaluations-perplexity.py --out_dir="$WORK/out/sft" --data_dir="$WORK/data/s
 $PY evaluations-RougeL.py --out_dir="$WORK/out/sft" --data_dir="$WORK/data/sft" --from_rows=$ROUGE_N --split=train \
     --output_prefix="$WORK/out/sft/rougeL" $ROUGE_ARGS   # questions it was trained on
 $PY evaluations-RougeL.py --out_dir="$WORK/out/sft" --data_dir="$WORK/data/sft" --from_rows=$ROUGE_N --split=val \
-    --output_prefix="$WORK/out/sft/rougeL_val" $ROUGE_ARGS   # held-out questions: a 4-layer model cannot know them
+    --output_prefix="$WORK/out/sft/rougeL_val" $ROUGE_ARGS   # held-out questions: a 2-layer model cannot know them
 $PY evaluations-RougeL.py --out_dir="$WORK/out/pretrain" --input=examples.csv --prompts=continuations $PENALTIES \
     --max_new_tokens=60 --output_prefix="$WORK/out/pretrain/examples" $ROUGE_ARGS   # loops in greedy continuations?
 $PY evaluations-RougeL.py --out_dir="$WORK/out/sft" --input=examples.csv --prompts=questions $PENALTIES \

@@ -17,7 +17,8 @@ import os
 import sys
 
 from engine import GREEDY_BELOW, check_sampling, encode_prompt, stream_text
-from model import load_checkpoint, pick_device
+from checkpoint import load_checkpoint
+from model import pick_device
 
 out_dir = 'out/pretrain'  # checkpoint folder (holds ckpt.pt)
 start = '中国'  # prompt text, or FILE:path to read it from a file; ending in ## makes it a question
@@ -45,10 +46,10 @@ if __name__ == '__main__':
             raise ValueError(f'need top_k >= 0, max_new_tokens >= 1 and num_samples >= 1 '
                              f'(got {top_k}, {max_new_tokens}, {num_samples})')
         check_sampling(temperature, top_k or None, top_p, presence_penalty, frequency_penalty)
-        model, _ = load_checkpoint(out_dir, pick_device(device))
+        model, tok, _ = load_checkpoint(out_dir, pick_device(device))
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f'error: {e}')
-    prompt_ids = encode_prompt(model.tokenizer, start)
+    prompt_ids = encode_prompt(tok, start)
     if not prompt_ids:
         sys.exit('error: --start is empty; give some text to continue')
     question = start.rstrip().endswith('##')  # encode_prompt made it encode(question) + [the answer separator]
@@ -59,7 +60,7 @@ if __name__ == '__main__':
     for i in range(num_samples):
         if not question:
             print(start, end='', flush=True)
-        for piece in stream_text(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature,
+        for piece in stream_text(model, tok, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature,
                                  top_k=top_k or None, top_p=top_p, presence_penalty=presence_penalty,
                                  frequency_penalty=frequency_penalty, seed=seed + i):
             print(piece, end='', flush=True)

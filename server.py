@@ -42,7 +42,8 @@ from waitress import create_server
 from werkzeug.exceptions import HTTPException
 
 from engine import check_sampling, encode_prompt, generate_ids, text_pieces, until_stop
-from model import load_checkpoint, pick_device
+from checkpoint import load_checkpoint
+from model import pick_device
 
 DEFAULT_MODELS = 'sft=out/sft,pretrain=out/pretrain'
 models = DEFAULT_MODELS  # name=checkpoint_folder,...; the first is the default (with this default, missing folders are skipped)
@@ -164,7 +165,7 @@ def stop_strings(body):
 
 
 def sampling(body, tokens_key):
-    """(model name, model, generate_ids kwargs, stop strings) from a request body, every value checked."""
+    """(model name, (model, tokenizer), generate_ids kwargs, stop strings) from a request body, every value checked."""
     for key, off in UNSUPPORTED.items():
         if body.get(key) is not None and not (body[key] == off and type(body[key]) is type(off)):
             raise ApiError(400, f'"{key}" is not supported by this server (got {short(body[key])}); leave it out',
@@ -190,12 +191,13 @@ def sampling(body, tokens_key):
     return name, MODELS[name], dict(params, max_new_tokens=n, seed=seed), stop_strings(body)
 
 
-def prompt_ids(model, text, chat=False):
+def prompt_ids(loaded, text, chat=False):
     param = 'messages' if chat else 'prompt'
     if not text.strip():
         raise ApiError(400, 'the prompt is empty', param=param)
-    ids = encode_prompt(model.tokenizer, text, chat=chat)
-    if ids == [model.tokenizer.a_token]:
+    tok = loaded[1]
+    ids = encode_prompt(tok, text, chat=chat)
+    if ids == [tok.a_token]:
         raise ApiError(400, 'the question is empty: write it before the ##', param=param)
     if len(ids) > max_prompt_tokens:
         raise ApiError(400, f'the prompt is {len(ids)} tokens, more than the {max_prompt_tokens} allowed', param=param)
@@ -236,9 +238,10 @@ def free_slot():
         active[0] -= 1
 
 
-def run(model, ids, params, tally, stops, environ):
+def run(loaded, ids, params, tally, stops, environ):
     """Text pieces; tally counts the ids as they come. A client that has left stops it before the next token."""
-    gen = generate_ids(model, ids, **params)
+    model, tok = loaded
+    gen = generate_ids(model, tok, ids, **params)
     gone = environ.get('waitress.client_disconnected', lambda: False)  # waitress notices it on its event loop
 
     def steps():
@@ -252,7 +255,7 @@ def run(model, ids, params, tally, stops, environ):
                 return
             tally['completion_tokens'] += 1
             yield i
-    pieces = text_pieces(model.tokenizer, steps())
+    pieces = text_pieces(tok, steps())
     try:  # empty pieces are dropped: an SSE event or a chunk with no text means nothing to a client
         yield from (p for p in (until_stop(pieces, stops, tally) if stops else pieces) if p)
     finally:  # also reached when the client went away and the server closed us
@@ -388,10 +391,10 @@ def load_models(spec, device):
             print(f'skipping {name}: no {folder}/ckpt.pt', file=sys.stderr)
             continue
         try:
-            loaded[name], _ = load_checkpoint(folder, device)
+            loaded[name] = load_checkpoint(folder, device)[:2]
         except (FileNotFoundError, ValueError) as e:
             sys.exit(f'error: model {name}: {e}')
-        print(f'loaded {name} from {folder} ({loaded[name].num_params() / 1e6:.2f}M parameters) on {device}')
+        print(f'loaded {name} from {folder} ({loaded[name][0].num_params() / 1e6:.2f}M parameters) on {device}')
     if not loaded:
         sys.exit(f'error: no checkpoint found for --models={spec}; train one, or pass --models=name=folder')
     return loaded

@@ -4,7 +4,6 @@ Everything about token ids: which tokenizer a dataset or a checkpoint speaks, an
     from tokenizer import get_tokenizer
     tok = get_tokenizer('gpt2')                 # GPT-2's byte-level BPE, from the ranks file the project ships
     tok = get_tokenizer('data/tokenizer')       # a byte-level BPE trained by data/train_tokenizer.py
-    tok = get_tokenizer('out/pretrain')         # the one a checkpoint folder was trained with (kept inside ckpt.pt)
     tok = get_tokenizer(meta['tokenizer'])      # the one a dataset's meta.json (or a checkpoint dict) names
     ids = tok.encode('北京是中国的首都。') + [tok.eot]
 
@@ -159,8 +158,9 @@ def load_folder(folder):
 
 def get_tokenizer(source='gpt2'):
     """
-    The tokenizer named by source: 'gpt2'; a tokenizer folder; a checkpoint folder or ckpt.pt; or the facts dict
-    of a meta.json / checkpoint (a trained one is rebuilt from the ranks inside a checkpoint, else from its path).
+    The tokenizer named by source: 'gpt2'; a tokenizer folder; or the facts dict of a meta.json / checkpoint (a
+    trained one is rebuilt from the ranks inside a checkpoint, else from its path). A checkpoint's own tokenizer:
+    checkpoint.load_checkpoint, or checkpoint.load_tokenizer for a checkpoint folder.
     """
     if isinstance(source, dict):
         kind = source.get('kind') or source.get('encoding')  # 'encoding': checkpoints from before trained tokenizers
@@ -184,11 +184,6 @@ def get_tokenizer(source='gpt2'):
         return gpt2()
     if os.path.isdir(source) and os.path.exists(os.path.join(source, CONFIG_FILE)):
         return load_folder(source)
-    ckpt = os.path.join(source, 'ckpt.pt') if os.path.isdir(source) else source
-    if os.path.isfile(ckpt) and ckpt.endswith('.pt'):
-        from model import read_checkpoint
-        facts = read_checkpoint(ckpt, mmap=True).get('tokenizer', {})
-        return get_tokenizer(dict(facts, path=os.path.abspath(source)) if 'ranks' in facts else facts)
     raise FileNotFoundError(f"tokenizer {source!r}: not 'gpt2', a tokenizer folder (with {CONFIG_FILE}) or a "
                             f"checkpoint; train one with: python data/train_tokenizer.py --out_dir={source}")
 

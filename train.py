@@ -38,7 +38,8 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data_utils
-from model import GPT, GPTConfig, load_checkpoint, pick_device, save_checkpoint
+from checkpoint import load_checkpoint, save_checkpoint
+from model import GPT, GPTConfig, pick_device
 from tokenizer import same_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -213,13 +214,13 @@ if init_from == 'scratch':
 else:
     folder = out_dir if init_from == 'resume' else init_from
     try:
-        model, checkpoint = load_checkpoint(folder, device)
+        model, ckpt_tok, checkpoint = load_checkpoint(folder, device)
     except (FileNotFoundError, ValueError) as e:
         stop(e)
     model.train()
     model_args = checkpoint['model_args']
     try:  # fine-tuning on, or resuming with, data of another tokenizer would train on meaningless ids
-        same_tokenizer(model.tokenizer.facts(), tok.facts(), f"{folder}/ckpt.pt", f"{data_dir}/meta.json")
+        same_tokenizer(ckpt_tok.facts(), tok.facts(), f"{folder}/ckpt.pt", f"{data_dir}/meta.json")
     except ValueError as e:
         stop(e)
     if init_from == 'resume':

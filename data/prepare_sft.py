@@ -23,7 +23,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from data_utils import finish_prepared, jsonl_objects  # noqa: E402
-from tokenizer import get_tokenizer  # noqa: E402
+from checkpoint import load_tokenizer  # noqa: E402
 
 # -----------------------------------------------------------------------------
 input = 'sft/sft_saves.jsonl'  # {"question", "answer", "id"} per line
@@ -83,7 +83,7 @@ def main():
     if os.path.exists(folder) and not os.path.isdir(folder):
         sys.exit(f"error: --out_dir={folder}: a file is in the way; the rows and meta.json go into a folder")
     try:
-        tok = get_tokenizer(tokenizer)
+        tok = load_tokenizer(tokenizer)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: --tokenizer={tokenizer}: {e}")
     skipped, seen, rows = {}, set(), {}  # rows: article id -> its rows

@@ -1,7 +1,14 @@
-"""Shared fixtures: a tiny corpus the tests write themselves, and a tiny checkpoint trained in-process."""
+"""
+Shared builders: a tiny corpus the tests write themselves, a tiny checkpoint trained in-process and saved with the
+product's own writer, scripts loaded as modules, servers started and stopped. Test modules import from here, never
+from each other.
+"""
 import contextlib
+import importlib.util
+import inspect
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -40,6 +47,30 @@ SFT_PAIRS = [
     (4, '春节吃什么？', '饺子'),
     (5, '黄河流入哪里？', '渤海'),
 ]
+
+
+def load_script(path):
+    """Imports a script by its path relative to the project (names with '-' too); its main() does not run."""
+    name = os.path.splitext(os.path.basename(path))[0].replace('-', '_')
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_jsonl(path):
+    """Every line of a JSONL file, parsed."""
+    with open(path, encoding='utf-8') as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning threads make them 10x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def write_sft_pairs(path, pairs, extra_lines=()):
@@ -151,10 +182,11 @@ def tiny_corpus(tmp_path):
 def train_tiny_checkpoint(out_dir, texts=SENTENCES, block_size=64, steps=100, seed=0, tok=None):
     """
     A 2-layer model that memorises `texts` (each followed by EOT, loss on the EOT too, so it learns
-    to stop), saved in the checkpoint format of DESIGN.md §4. Takes a few seconds on a CPU.
+    to stop), saved by checkpoint.save_checkpoint (README: Formats). Takes a few seconds on a CPU.
     tok: the tokenizer (default GPT-2's).
     """
-    from model import GPT, GPTConfig, save_checkpoint
+    from checkpoint import save_checkpoint
+    from model import GPT, GPTConfig
     tok = tok or GPT2
     torch.manual_seed(seed)
     rows = []
@@ -185,3 +217,21 @@ def tiny_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp('tiny_ckpt')
     train_tiny_checkpoint(out)
     return str(out)
+
+
+SLOW_CALLS = re.compile(r'\brun_script\(|\bserving\(|\bsubprocess\.|\bPopen\(|\bsync_playwright\(|\bmp\.spawn|run\.sh')
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks 'slow' every test that starts a process, a server or a browser, itself or through a fixture."""
+    for item in items:
+        functions = [getattr(item, 'function', None)] + [d.func for defs in item._fixtureinfo.name2fixturedefs.values()
+                                                         for d in defs]
+        sources = []
+        for fn in filter(None, functions):
+            try:
+                sources.append(inspect.getsource(fn))
+            except (OSError, TypeError):
+                pass
+        if any(SLOW_CALLS.search(s) for s in sources):
+            item.add_marker(pytest.mark.slow)

@@ -7,7 +7,8 @@ import torch
 from conftest import A_TOKEN, EOT_TOKEN, GPT2, N_VOCAB, SENTENCES
 from engine import (GREEDY_BELOW, candidates, encode_prompt, generate_ids, generate_text, penalize, sample_next,
                     stream_text, text_pieces, window)
-from model import GPT, GPTConfig, KVCache, load_checkpoint
+from checkpoint import load_checkpoint
+from model import GPT, GPTConfig, KVCache
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -27,7 +28,6 @@ def random_model(seed=0, block_size=32, dtype=torch.float64):
         for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0.0, 0.3)
-    model.tokenizer = GPT2  # what load_checkpoint sets: the engine takes EOT and the id limit from it
     return model
 
 
@@ -68,7 +68,7 @@ def test_greedy_kv_cache_equals_full_recompute_past_block_size(prompt_len):
     model = random_model()
     prompt = list(range(1000, 1000 + prompt_len))
     want = recompute_loop(model, prompt, 100)
-    got = list(generate_ids(model, prompt, max_new_tokens=100, temperature=0))
+    got = list(generate_ids(model, GPT2, prompt, max_new_tokens=100, temperature=0))
     assert len(want) == 100 and len(set(want)) > 10  # long and varied, so the comparison means something
     assert got == want
 
@@ -77,15 +77,15 @@ def test_sampled_kv_cache_equals_full_recompute_with_same_seed():
     model = random_model(seed=1)
     prompt = [464, 3290, 318]
     want = recompute_loop(model, prompt, 80, temperature=1.0, top_k=50, seed=7)
-    got = list(generate_ids(model, prompt, max_new_tokens=80, temperature=1.0, top_k=50, seed=7))
+    got = list(generate_ids(model, GPT2, prompt, max_new_tokens=80, temperature=1.0, top_k=50, seed=7))
     assert len(want) == 80 and got == want
 
 
 def test_greedy_cache_equals_recompute_float32_trained_model(tiny_checkpoint):
-    model, _ = load_checkpoint(tiny_checkpoint)
+    model, _, _ = load_checkpoint(tiny_checkpoint)
     for sentence in SENTENCES:
         prompt = GPT2.encode(sentence[:2])
-        assert list(generate_ids(model, prompt, max_new_tokens=100, temperature=0)) == recompute_loop(model, prompt, 100)
+        assert list(generate_ids(model, GPT2, prompt, max_new_tokens=100, temperature=0)) == recompute_loop(model, prompt, 100)
 
 
 @torch.no_grad()
@@ -126,9 +126,9 @@ def test_top_k_limits_candidates():
 
 
 def test_stops_at_eot_and_never_yields_it(tiny_checkpoint):
-    model, _ = load_checkpoint(tiny_checkpoint)
+    model, _, _ = load_checkpoint(tiny_checkpoint)
     prompt = GPT2.encode('熊猫')
-    ids = list(generate_ids(model, prompt, max_new_tokens=200, temperature=0))
+    ids = list(generate_ids(model, GPT2, prompt, max_new_tokens=200, temperature=0))
     assert EOT_TOKEN not in ids and len(ids) < 200
     assert GPT2.decode(prompt + ids) == SENTENCES[2]
 
@@ -136,12 +136,12 @@ def test_stops_at_eot_and_never_yields_it(tiny_checkpoint):
 def test_seeded_requests_are_reproducible_and_independent_across_threads():
     model = random_model(seed=3, dtype=torch.float32)
     kwargs = dict(max_new_tokens=40, temperature=1.0, top_k=None)
-    serial = {s: list(generate_ids(model, [500, 600], seed=s, **kwargs)) for s in range(6)}
+    serial = {s: list(generate_ids(model, GPT2, [500, 600], seed=s, **kwargs)) for s in range(6)}
     assert len({tuple(v) for v in serial.values()}) == 6
     results = {}
 
     def work(s):
-        results[s] = list(generate_ids(model, [500, 600], seed=s, **kwargs))
+        results[s] = list(generate_ids(model, GPT2, [500, 600], seed=s, **kwargs))
     threads = [threading.Thread(target=work, args=(s,)) for s in range(6)]
     for t in threads:
         t.start()
@@ -154,8 +154,8 @@ def test_generation_leaves_global_rng_alone():
     model = random_model(seed=4, dtype=torch.float32)
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    list(generate_ids(model, [1, 2, 3], max_new_tokens=10, temperature=1.0))
-    list(generate_ids(model, [1, 2, 3], max_new_tokens=10, temperature=1.0, seed=5))
+    list(generate_ids(model, GPT2, [1, 2, 3], max_new_tokens=10, temperature=1.0))
+    list(generate_ids(model, GPT2, [1, 2, 3], max_new_tokens=10, temperature=1.0, seed=5))
     assert torch.equal(before, torch.get_rng_state())
 
 
@@ -164,7 +164,7 @@ def test_closing_the_stream_stops_the_model():
     calls = []
     hook = model.register_forward_hook(lambda *a: calls.append(1))
     try:
-        stream = stream_text(model, [1000, 1001], max_new_tokens=100, temperature=1.0, seed=0)
+        stream = stream_text(model, GPT2, [1000, 1001], max_new_tokens=100, temperature=1.0, seed=0)
         next(stream)
         stream.close()
         n = len(calls)
@@ -180,9 +180,9 @@ def test_bad_arguments_are_refused():
                         (dict(top_p=1.01), 'top_p'), (dict(presence_penalty=2.5), 'presence_penalty'),
                         (dict(frequency_penalty=-2.01), 'frequency_penalty'), (dict(top_p='0.9'), 'top_p')]:
         with pytest.raises(ValueError, match=msg):
-            list(generate_ids(model, [1], **kwargs))
+            list(generate_ids(model, GPT2, [1], **kwargs))
     with pytest.raises(ValueError, match='empty prompt'):
-        list(generate_ids(model, []))
+        list(generate_ids(model, GPT2, []))
 
 
 # ----------------------------------------------------------------------------- top_p, penalties, tiny temperatures
@@ -199,10 +199,10 @@ TODAY_TOP_K_50_SEED_7 = [5522, 43621, 40439, 22347, 18, 36453, 14916, 14595, 249
 
 def test_new_options_off_by_default_keep_todays_ids():
     model, prompt = random_model(seed=8), [464, 3290, 318]
-    assert list(generate_ids(model, prompt, max_new_tokens=40, temperature=0)) == TODAY_GREEDY
-    assert list(generate_ids(model, prompt, max_new_tokens=40, temperature=0, top_p=1.0, presence_penalty=0.0,
+    assert list(generate_ids(model, GPT2, prompt, max_new_tokens=40, temperature=0)) == TODAY_GREEDY
+    assert list(generate_ids(model, GPT2, prompt, max_new_tokens=40, temperature=0, top_p=1.0, presence_penalty=0.0,
                              frequency_penalty=0.0)) == TODAY_GREEDY
-    assert list(generate_ids(model, prompt, max_new_tokens=40, temperature=1.0, top_k=50, seed=7)) == TODAY_TOP_K_50_SEED_7
+    assert list(generate_ids(model, GPT2, prompt, max_new_tokens=40, temperature=1.0, top_k=50, seed=7)) == TODAY_TOP_K_50_SEED_7
 
 
 def test_penalties_exact_effect_on_hand_built_logits():
@@ -222,14 +222,14 @@ def test_penalties_exact_effect_on_hand_built_logits():
 
 def test_penalties_count_generated_ids_only_and_break_loops():
     model, prompt = random_model(seed=8), [464, 3290, 318]
-    got = list(generate_ids(model, prompt, max_new_tokens=40, temperature=0, frequency_penalty=1.0, presence_penalty=0.5))
+    got = list(generate_ids(model, GPT2, prompt, max_new_tokens=40, temperature=0, frequency_penalty=1.0, presence_penalty=0.5))
     assert got == recompute_loop(model, prompt, 40, presence=0.5, frequency=1.0)
     assert max(got.count(i) for i in got) < max(TODAY_GREEDY.count(i) for i in TODAY_GREEDY)  # 17427 said 12 times today
     # the prompt does not count: after ... 38103 in the prompt, greedy says 38103 again, penalties or not
     looping = prompt + TODAY_GREEDY[:3]
     for kwargs in (dict(presence_penalty=2.0), dict(frequency_penalty=2.0)):
-        assert list(generate_ids(model, looping, max_new_tokens=1, temperature=0, **kwargs)) == [38103] == TODAY_GREEDY[3:4]
-        assert list(generate_ids(model, looping, max_new_tokens=2, temperature=0, **kwargs))[1] != 38103  # said once: now it counts
+        assert list(generate_ids(model, GPT2, looping, max_new_tokens=1, temperature=0, **kwargs)) == [38103] == TODAY_GREEDY[3:4]
+        assert list(generate_ids(model, GPT2, looping, max_new_tokens=2, temperature=0, **kwargs))[1] != 38103  # said once: now it counts
 
 
 def test_top_p_exact_effect_on_hand_built_logits():
@@ -256,19 +256,19 @@ def test_tiny_temperature_is_greedy_not_nan():
     for t in (1e-40, 5e-324, GREEDY_BELOW / 2):
         assert sample_next(logits, 4, g, t) == 1
     model, prompt = random_model(seed=8), [464, 3290, 318]
-    assert list(generate_ids(model, prompt, max_new_tokens=40, temperature=1e-40, top_k=None, seed=1)) == TODAY_GREEDY
+    assert list(generate_ids(model, GPT2, prompt, max_new_tokens=40, temperature=1e-40, top_k=None, seed=1)) == TODAY_GREEDY
 
 
 # ----------------------------------------------------------------------------- text
 
 def test_streamer_pieces_are_whole_characters(tiny_checkpoint):
-    model, _ = load_checkpoint(tiny_checkpoint)
+    model, _, _ = load_checkpoint(tiny_checkpoint)
     for sentence in SENTENCES:
         prompt = GPT2.encode(sentence[:2])
-        ids = list(generate_ids(model, prompt, max_new_tokens=100, temperature=0))
+        ids = list(generate_ids(model, GPT2, prompt, max_new_tokens=100, temperature=0))
         halves = [i for i in ids if _not_whole(GPT2.token_bytes(i))]
         assert halves, 'the test needs tokens that hold part of a character'
-        pieces = list(stream_text(model, prompt, max_new_tokens=100, temperature=0))
+        pieces = list(stream_text(model, GPT2, prompt, max_new_tokens=100, temperature=0))
         assert ''.join(pieces) == GPT2.decode(ids) == sentence[2:]
         assert all('\ufffd' not in p and p for p in pieces)
         assert len(pieces) > 5
@@ -296,8 +296,8 @@ def test_text_pieces_hold_back_split_characters_and_drop_broken_bytes():
 
 def test_random_model_stream_never_shows_replacement_character():
     model = random_model(seed=6, dtype=torch.float32)
-    ids = list(generate_ids(model, [1000], max_new_tokens=150, temperature=1.0, top_k=None, seed=1))
-    pieces = list(stream_text(model, [1000], max_new_tokens=150, temperature=1.0, top_k=None, seed=1))
+    ids = list(generate_ids(model, GPT2, [1000], max_new_tokens=150, temperature=1.0, top_k=None, seed=1))
+    pieces = list(stream_text(model, GPT2, [1000], max_new_tokens=150, temperature=1.0, top_k=None, seed=1))
     assert ''.join(pieces) == GPT2.decode(ids) and '\ufffd' not in ''.join(pieces)
 
 
@@ -312,8 +312,8 @@ def test_encode_prompt_chat_forms():
 
 
 def test_generate_text_chat_returns_answer_only(tiny_checkpoint):
-    model, _ = load_checkpoint(tiny_checkpoint)
-    text = generate_text(model, '长江##', temperature=0)
-    assert text == generate_text(model, '长江', chat=True, temperature=0)
+    model, _, _ = load_checkpoint(tiny_checkpoint)
+    text = generate_text(model, GPT2, '长江##', temperature=0)
+    assert text == generate_text(model, GPT2, '长江', chat=True, temperature=0)
     assert '##' not in text and not text.startswith('长江')
-    assert generate_text(model, '长江', temperature=0) == SENTENCES[1][2:]
+    assert generate_text(model, GPT2, '长江', temperature=0) == SENTENCES[1][2:]

@@ -86,12 +86,12 @@ def hand_loss(model, rows, targets):
 # ----------------------------------------------------------------------------- perplexity
 
 def test_perplexity_pretrain_equals_exp_of_hand_loss(tiny_checkpoint, tmp_path):
-    from model import load_checkpoint
+    from checkpoint import load_checkpoint
     train, _ = pretrain_rows(SENTENCES)
     texts = ['北京是中国的首都。熊猫喜欢吃竹子。', '长江是中国最长的河流。']
     val, targets = pretrain_rows(texts)
     data = write_dataset(tmp_path / 'data', 'pretrain', {'train': train, 'val': val})
-    model, _ = load_checkpoint(tiny_checkpoint)
+    model, tok, _ = load_checkpoint(tiny_checkpoint)
     expected_loss, n = hand_loss(model, val, targets)
 
     report = ppl_script.evaluate(tiny_checkpoint, data, 'val', batch_size=1, device='cpu')
@@ -120,10 +120,10 @@ def test_perplexity_pretrain_equals_exp_of_hand_loss(tiny_checkpoint, tmp_path):
 
 
 def test_perplexity_sft_counts_answers_only(tiny_checkpoint, tmp_path):
-    from model import load_checkpoint
+    from checkpoint import load_checkpoint
     rows, targets = sft_rows(QA)
     data = write_dataset(tmp_path / 'sft', 'sft', {'train': rows, 'val': rows})
-    model, _ = load_checkpoint(tiny_checkpoint)
+    model, tok, _ = load_checkpoint(tiny_checkpoint)
     expected_loss, n = hand_loss(model, rows, targets)
     report = ppl_script.evaluate(tiny_checkpoint, data, 'val', batch_size=2, device='cpu')
     assert report['tokens'] == n == sum(len(t) for t in targets)

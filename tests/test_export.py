@@ -16,7 +16,7 @@ import torch  # noqa: E402
 import export  # noqa: E402
 from conftest import GPT2, SENTENCES, run_script, train_tiny_checkpoint  # noqa: E402
 from engine import generate_ids  # noqa: E402
-from model import load_checkpoint  # noqa: E402
+from checkpoint import load_checkpoint  # noqa: E402
 from tokenizer import PATTERNS, Tokenizer, get_tokenizer  # noqa: E402
 
 TEXTS = ['北京是中国的首都。', '熊猫喜欢吃竹子。长江', 'plain ASCII: GPT-2 (2019) & friends!', 'emoji 🐼🎉 and ＡＢＣ１２３',
@@ -73,9 +73,8 @@ def hf_load(folder):
 
 @pytest.mark.parametrize('kind', ['gpt2', 'trained'])
 def test_hf_logits_equal_ours(kind, checkpoints, hf_folders):
-    ours, _ = load_checkpoint(checkpoints[kind])
+    ours, tok, _ = load_checkpoint(checkpoints[kind])
     theirs, _ = hf_load(hf_folders[kind])
-    tok = ours.tokenizer
     assert type(theirs).__name__ == 'GPT2LMHeadModel' and theirs.config.vocab_size == tok.n_vocab
     assert theirs.config.activation_function == 'gelu' and theirs.config.n_positions == ours.config.block_size
     assert theirs.lm_head.weight.data_ptr() == theirs.transformer.wte.weight.data_ptr()  # tied, as ours
@@ -93,13 +92,12 @@ def test_hf_logits_equal_ours(kind, checkpoints, hf_folders):
 
 @pytest.mark.parametrize('kind', ['gpt2', 'trained'])
 def test_hf_greedy_generation_stops_at_eot_like_ours(kind, checkpoints, hf_folders):
-    ours, _ = load_checkpoint(checkpoints[kind])
+    ours, tok, _ = load_checkpoint(checkpoints[kind])
     theirs, _ = hf_load(hf_folders[kind])
-    tok = ours.tokenizer
     for text in SENTENCES[:2]:
         ids = tok.encode(text)
         prompt = ids[:max(1, len(ids) // 4)]
-        mine = list(generate_ids(ours, prompt, max_new_tokens=40, temperature=0))
+        mine = list(generate_ids(ours, tok, prompt, max_new_tokens=40, temperature=0))
         out = theirs.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                               max_new_tokens=40, do_sample=False)[0, len(prompt):].tolist()
         assert mine == ids[len(prompt):]  # the memorised sentence
@@ -108,7 +106,7 @@ def test_hf_greedy_generation_stops_at_eot_like_ours(kind, checkpoints, hf_folde
 
 @pytest.mark.parametrize('kind', ['gpt2', 'trained'])
 def test_hf_tokenizer_gives_our_ids(kind, checkpoints, hf_folders):
-    tok = get_tokenizer(checkpoints[kind])
+    tok = load_checkpoint(checkpoints[kind])[1]
     _, ht = hf_load(hf_folders[kind])
     for text in TEXTS:
         assert ht.encode(text, add_special_tokens=False) == tok.encode(text), text
@@ -143,7 +141,7 @@ def test_hf_f16_weights_are_the_cast_checkpoint(checkpoints, tmp_path):
     from safetensors import safe_open
     out = str(tmp_path / 'f16')
     export.export(checkpoints['trained'], 'hf', out, 'f16')
-    model, _ = load_checkpoint(checkpoints['trained'])
+    model, tok, _ = load_checkpoint(checkpoints['trained'])
     with safe_open(os.path.join(out, 'model.safetensors'), 'pt') as f:
         qkv = f.get_tensor('transformer.h.0.attn.c_attn.weight')
     assert qkv.dtype == torch.float16
@@ -155,9 +153,9 @@ def reader_fields(path):
     return reader, {k: f.contents() for k, f in reader.fields.items() if not k.startswith('GGUF.')}
 
 
-def expected_tensors(model):
+def expected_tensors(model, tok):
     """llama.cpp name -> our tensor (token rows cut to n_vocab, zero biases), built here independently of export.py."""
-    sd, n_vocab, n = model.state_dict(), model.tokenizer.n_vocab, model.config.n_embd
+    sd, n_vocab, n = model.state_dict(), tok.n_vocab, model.config.n_embd
     want = {'token_embd.weight': sd['transformer.wte.weight'][:n_vocab],
             'position_embd.weight': sd['transformer.wpe.weight'], 'output_norm.weight': sd['transformer.ln_f.weight'],
             'output_norm.bias': torch.zeros(n)}
@@ -172,8 +170,8 @@ def expected_tensors(model):
 
 @pytest.mark.parametrize('kind', ['gpt2', 'trained'])
 def test_gguf_tensors_and_hyperparameters(kind, checkpoints, gguf_files):
-    model, ckpt = load_checkpoint(checkpoints[kind])
-    c, want = model.config, expected_tensors(model)
+    model, tok, ckpt = load_checkpoint(checkpoints[kind])
+    c, want = model.config, expected_tensors(model, tok)
     reader, fields = reader_fields(gguf_files[kind, 'f32'])
     got = {t.name: t for t in reader.tensors}
     assert set(got) == set(want)  # no output.weight: llama.cpp reuses token_embd (tied)
@@ -188,7 +186,7 @@ def test_gguf_tensors_and_hyperparameters(kind, checkpoints, gguf_files):
 
 
 def test_gguf_f16_and_q8_0(checkpoints, gguf_files):
-    want = expected_tensors(load_checkpoint(checkpoints['trained'])[0])
+    want = expected_tensors(*load_checkpoint(checkpoints['trained'])[:2])
     for outtype, qtype, ftype in (('f16', gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
                                   ('q8_0', gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0)):
         reader, fields = reader_fields(gguf_files['trained', outtype])
@@ -207,7 +205,7 @@ def test_gguf_f16_and_q8_0(checkpoints, gguf_files):
 
 @pytest.mark.parametrize('kind', ['gpt2', 'trained'])
 def test_gguf_tokenizer_metadata(kind, checkpoints, gguf_files, hf_folders):
-    tok = get_tokenizer(checkpoints[kind])
+    tok = load_checkpoint(checkpoints[kind])[1]
     _, fields = reader_fields(gguf_files[kind, 'f32'])
     assert fields['tokenizer.ggml.model'] == 'gpt2' and fields['tokenizer.ggml.pre'] == 'gpt-2'
     tokens, types = fields['tokenizer.ggml.tokens'], fields['tokenizer.ggml.token_type']
@@ -255,20 +253,18 @@ def test_bad_inputs_refused(checkpoints, tmp_path):
 
 
 def test_unmappable_models_and_tokenizers_refused(checkpoints, tmp_path, monkeypatch):
-    model, ckpt = load_checkpoint(checkpoints['trained'])
-    tok = model.tokenizer
+    model, tok, ckpt = load_checkpoint(checkpoints['trained'])
     # a split pattern llama.cpp has no pre-tokenizer for (HF could take any regex; GGUF cannot)
     monkeypatch.setitem(PATTERNS, 'digits3', r"\p{N}{1,3}| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+")
-    model.tokenizer = Tokenizer('trained', 'digits', tok.ranks, tok.ranks_sha256, 'digits3')
+    digits = Tokenizer('trained', 'digits', tok.ranks, tok.ranks_sha256, 'digits3')
     with pytest.raises(ValueError, match="pattern 'digits3'.*no pre-tokenizer"):
-        export.export_gguf(model, ckpt, str(tmp_path / 'x.gguf'), 'x')
-    model.tokenizer = tok
+        export.export_gguf(model, digits, ckpt, str(tmp_path / 'x.gguf'), 'x')
     model.register_buffer('rotary_freqs', torch.ones(4))  # a tensor GPT-2 has no place for
     with pytest.raises(ValueError, match='rotary_freqs'):
-        export.gpt2_tensors(model)
-    model, _ = load_checkpoint(checkpoints['gpt2'])
+        export.gpt2_tensors(model, tok.n_vocab)
+    model, tok, _ = load_checkpoint(checkpoints['gpt2'])
     model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach() + 1)  # untied output layer
     with pytest.raises(ValueError, match='not tied'):
-        export.gpt2_tensors(model)
-    rows = export.gpt2_tensors(load_checkpoint(checkpoints['gpt2'])[0])[0][2].shape[0]
+        export.gpt2_tensors(model, tok.n_vocab)
+    rows = export.gpt2_tensors(load_checkpoint(checkpoints['gpt2'])[0], GPT2.n_vocab)[0][2].shape[0]
     assert (GPT2.vocab_size, rows) == (50304, 50257)  # PAD and padding rows are not exported

@@ -9,7 +9,8 @@ from torch.nn import functional as F
 
 from conftest import A_TOKEN, EOT_TOKEN, GPT2, PAD_TOKEN, train_tiny_checkpoint
 from data_utils import RowOrder, get_batch, init_data, pretrain_mask, sft_mask
-from model import GPT, GPTConfig, load_checkpoint, read_checkpoint, save_checkpoint
+from checkpoint import load_checkpoint, load_tokenizer, read_checkpoint, save_checkpoint
+from model import GPT, GPTConfig
 from tokenizer import get_tokenizer
 
 
@@ -129,10 +130,10 @@ def test_row_order_splits_rows_between_ranks():
 def test_a_checkpoint_carries_its_tokenizer(tmp_path, trained_tokenizer):
     tok = get_tokenizer(trained_tokenizer)
     train_tiny_checkpoint(tmp_path / 'ckpt', steps=2, tok=tok)
-    model, checkpoint = load_checkpoint(str(tmp_path / 'ckpt'))
-    assert model.tokenizer.facts() == tok.facts() and model.config.vocab_size == 448
+    model, ckpt_tok, checkpoint = load_checkpoint(str(tmp_path / 'ckpt'))
+    assert ckpt_tok.facts() == tok.facts() and model.config.vocab_size == 448
     assert checkpoint['tokenizer']['ranks'].count('\n') == 398  # the ranks travel inside the checkpoint
-    assert get_tokenizer(str(tmp_path / 'ckpt')).facts() == tok.facts()  # a checkpoint folder names its tokenizer
+    assert load_tokenizer(str(tmp_path / 'ckpt')).facts() == tok.facts()  # a checkpoint folder names its tokenizer
 
     checkpoint['model_args']['vocab_size'] = 384  # fewer rows than the tokenizer's ids
     checkpoint['model'] = {k: v[:384] if v.shape[0] == 448 else v for k, v in checkpoint['model'].items()}
@@ -214,7 +215,7 @@ def test_a_checkpoint_saved_for_a_gpu_loads_on_the_cpu(tmp_path, monkeypatch):
     seen = []
     real_load = torch.load
     monkeypatch.setattr(torch, 'load', lambda *a, **k: seen.append(k.get('map_location')) or real_load(*a, **k))
-    model, _ = load_checkpoint(str(tmp_path / 'c'), 'cpu')
+    model, _, _ = load_checkpoint(str(tmp_path / 'c'), 'cpu')
     assert seen == ['cpu'] and next(model.parameters()).device.type == 'cpu'
 
 

@@ -3,7 +3,7 @@ import torch
 
 from conftest import SENTENCES, run_script as _run_script
 from engine import generate_text
-from model import load_checkpoint
+from checkpoint import load_checkpoint
 
 ONE_THREAD = {'OMP_NUM_THREADS': '1'}  # one-token steps gain nothing from threads; spinning ones slow a busy machine
 
@@ -44,9 +44,9 @@ def test_sample_passes_top_p_and_penalties_to_the_engine(tiny_checkpoint):
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # as the script ran: the same float sums, so the same draws
     try:
-        model, _ = load_checkpoint(tiny_checkpoint)
-        want = [generate_text(model, '熊猫', max_new_tokens=30, top_k=None, seed=5 + i, **settings) for i in range(2)]
-        plain = generate_text(model, '熊猫', max_new_tokens=30, top_k=None, seed=5, temperature=1.5)
+        model, tok, _ = load_checkpoint(tiny_checkpoint)
+        want = [generate_text(model, tok, '熊猫', max_new_tokens=30, top_k=None, seed=5 + i, **settings) for i in range(2)]
+        plain = generate_text(model, tok, '熊猫', max_new_tokens=30, top_k=None, seed=5, temperature=1.5)
     finally:
         torch.set_num_threads(n)
     assert proc.stdout == ''.join('熊猫' + w + SEP for w in want)

@@ -14,7 +14,8 @@ from openai import OpenAI
 
 from conftest import A_TOKEN, EOT_TOKEN, GPT2, SENTENCES, free_port, run_script, serving, train_tiny_checkpoint
 from engine import generate_text
-from model import GPT, GPTConfig, load_checkpoint, save_checkpoint
+from checkpoint import load_checkpoint, save_checkpoint
+from model import GPT, GPTConfig
 
 KEY = 'test-key-123'
 AUTH = {'Authorization': f'Bearer {KEY}'}
@@ -211,8 +212,8 @@ def in_process(name, prompt, **kwargs):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model, _ = load_checkpoint(FOLDERS[name])
-        return generate_text(model, prompt, **kwargs)
+        model, tok, _ = load_checkpoint(FOLDERS[name])
+        return generate_text(model, tok, prompt, **kwargs)
     finally:
         torch.set_num_threads(n)
 

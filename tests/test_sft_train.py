@@ -10,12 +10,14 @@ import torch
 
 from conftest import A_TOKEN, EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, SFT_PAIRS as PAIRS, run_script, write_sft_pairs
 from data_utils import RowOrder, get_batch, init_data
-from model import load_checkpoint
+from checkpoint import load_checkpoint
 
 BLOCK_SIZE = 64  # the block size of conftest's tiny_checkpoint, the pretrained model fine-tuned here
+
+
 def sft_loss(out_dir, data_dir):
     """Mean masked loss of a checkpoint over every train row (answers and their EOT only)."""
-    model, _ = load_checkpoint(str(out_dir), 'cpu')
+    model, _, _ = load_checkpoint(str(out_dir), 'cpu')
     data = init_data(str(data_dir), BLOCK_SIZE, 'sft')
     n = len(data['train'])
     x, y, mask = get_batch(data, 'train', n, order=RowOrder(n))
@@ -23,10 +25,10 @@ def sft_loss(out_dir, data_dir):
         return float(model(x, y, mask)[1])
 
 
-def greedy(model, ids, max_new_tokens):
+def greedy(model, tok, ids, max_new_tokens):
     """New ids up to (not including) EOT, by engine.generate_ids at temperature 0."""
     from engine import generate_ids
-    return list(generate_ids(model, ids, max_new_tokens=max_new_tokens, temperature=0))
+    return list(generate_ids(model, tok, ids, max_new_tokens=max_new_tokens, temperature=0))
 
 
 def test_sft_memorises_answers_and_stops(tmp_path, tiny_checkpoint):
@@ -48,7 +50,7 @@ def test_sft_memorises_answers_and_stops(tmp_path, tiny_checkpoint):
     assert logged[-1]['iter'] == 50
 
     enc = GPT2
-    model, ckpt = load_checkpoint(str(out), 'cpu')
+    model, tok, ckpt = load_checkpoint(str(out), 'cpu')
     assert ckpt['model_args']['block_size'] == BLOCK_SIZE and ckpt['model_args']['n_layer'] == 2
     trained = np.fromfile(data / 'train.bin', dtype=np.uint16).reshape(-1, BLOCK_SIZE).tolist()
     assert len(trained) >= 5
@@ -56,7 +58,7 @@ def test_sft_memorises_answers_and_stops(tmp_path, tiny_checkpoint):
         sep, eot = row.index(A_TOKEN), row.index(EOT_TOKEN)
         prompt, answer = row[:sep + 1], row[sep + 1:eot]
         assert all(t == PAD_TOKEN for t in row[eot + 1:])
-        got = greedy(model, prompt, max_new_tokens=len(answer) + 8)
+        got = greedy(model, tok, prompt, max_new_tokens=len(answer) + 8)
         assert enc.decode(got) == enc.decode(answer), enc.decode(prompt)
         # generation stopped on its own: the next greedy token after the answer is EOT
         with torch.no_grad():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import GPT2, PYTHON, ROOT, SENTENCES, run_script, train_tiny_checkpoint
-from model import load_checkpoint
+from checkpoint import load_checkpoint
 from tokenizer import get_tokenizer
 
 TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32',
@@ -94,7 +94,7 @@ def test_checkpoint_loads_with_weights_only(trained):
     assert ckpt['tokens_seen'] == 30 * 4 * 31
     assert ckpt['row_order'] == [{'seed': 7, 'epoch': 1, 'pos': 56}]  # 120 rows of 64 in traverse mode
     assert not any(k.startswith('_orig_mod.') for k in ckpt['model'])
-    model, _ = load_checkpoint(out)
+    model, _, _ = load_checkpoint(out)
     assert model.config.n_layer == 2
     assert sorted(os.listdir(out)) == ['ckpt.pt', 'log.jsonl']  # no temporary files left
 

@@ -112,7 +112,8 @@ def corpus(tok):
 def train_memorised(out_dir, tok):
     """A model of the bench's shape trained full-batch until it has memorised corpus(tok); saved as a checkpoint."""
     import torch
-    from model import GPT, GPTConfig, save_checkpoint
+    from checkpoint import save_checkpoint
+    from model import GPT, GPTConfig
     torch.manual_seed(0)
     rows = [r + [tok.pad] * (block_size - len(r)) for r in corpus(tok)]
     data = torch.tensor(rows)
@@ -135,7 +136,8 @@ def train_memorised(out_dir, tok):
 def random_checkpoint(out_dir, tok):
     """Random weights of the bench's shape, EOT's output row zeroed (logit 0: never the argmax), as a checkpoint."""
     import torch
-    from model import GPT, GPTConfig, save_checkpoint
+    from checkpoint import save_checkpoint
+    from model import GPT, GPTConfig
     torch.manual_seed(0)
     args = dict(block_size=block_size, vocab_size=tok.vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                 dropout=0.0, bias=False)
@@ -146,13 +148,13 @@ def random_checkpoint(out_dir, tok):
                               'config': {}, 'tokenizer': tok.for_checkpoint()})
 
 
-def smallest_gap(model, prompt, generated):
+def smallest_gap(model, n_vocab, prompt, generated):
     """The smallest top-1 minus top-2 logit gap of our model along a greedy path (how close a tie came)."""
     import torch
     idx = torch.tensor([prompt + generated])
     with torch.no_grad():
         logits, _ = model(idx, idx)
-    top = logits[0, len(prompt) - 1:len(prompt) - 1 + len(generated), :model.tokenizer.n_vocab].topk(2).values
+    top = logits[0, len(prompt) - 1:len(prompt) - 1 + len(generated), :n_vocab].topk(2).values
     return float((top[:, 0] - top[:, 1]).min())
 
 
@@ -160,12 +162,11 @@ def agreement(py, out_dir, label):
     """Our greedy tokens against llama.cpp's for each outtype of out_dir's GGUF export; prints one line each."""
     import export
     from engine import generate_ids
-    from model import load_checkpoint
-    model, _ = load_checkpoint(out_dir)
-    tok = model.tokenizer
+    from checkpoint import load_checkpoint
+    model, tok, _ = load_checkpoint(out_dir)
     prompts = [tok.encode(p) for p in PROMPTS]
-    ours = [list(generate_ids(model, p, max_new_tokens=new_tokens, temperature=0)) for p in prompts]
-    gap = min((smallest_gap(model, p, g) for p, g in zip(prompts, ours) if g), default=float('nan'))
+    ours = [list(generate_ids(model, tok, p, max_new_tokens=new_tokens, temperature=0)) for p in prompts]
+    gap = min((smallest_gap(model, tok.n_vocab, p, g) for p, g in zip(prompts, ours) if g), default=float('nan'))
     texts = PROMPTS + ['plain ASCII: GPT-2 (2019) & friends!', 'emoji 🐼🎉 and ＡＢＣ１２３', '第一行\n\n第二行\t两个空格  ##',
                        'spelled specials <|endoftext|><|answer|>']
     for outtype in ('f32', 'f16', 'q8_0'):
@@ -185,18 +186,18 @@ def speed(py, out_dir):
     import torch
     import export
     from engine import generate_ids
-    from model import load_checkpoint
-    model, _ = load_checkpoint(out_dir)
+    from checkpoint import load_checkpoint
+    model, tok, _ = load_checkpoint(out_dir)
     prompt = list(range(300, 310))
     path = export.export(out_dir, 'gguf', os.path.join(out_dir, 'model-f32.gguf'), 'f32')
-    list(generate_ids(model, prompt, max_new_tokens=5, temperature=0))  # warm up
+    list(generate_ids(model, tok, prompt, max_new_tokens=5, temperature=0))  # warm up
     t0 = time.perf_counter()
-    n = len(list(generate_ids(model, prompt, max_new_tokens=speed_tokens, temperature=0)))
+    n = len(list(generate_ids(model, tok, prompt, max_new_tokens=speed_tokens, temperature=0)))
     ours = n / (time.perf_counter() - t0)
     run = run_llama(py, path, [prompt, prompt], n=speed_tokens, stop_at_eot=False)  # the first run warms up
     theirs = len(run['generated'][1]) / run['seconds'][1]
     assert n == len(run['generated'][1]) == speed_tokens, (n, len(run['generated'][1]))
-    print(f"  {model.tokenizer.describe()}, {torch.get_num_threads()} thread(s): ours {ours:.0f} tok/s, llama.cpp "
+    print(f"  {tok.describe()}, {torch.get_num_threads()} thread(s): ours {ours:.0f} tok/s, llama.cpp "
           f"{theirs:.0f} tok/s, ours / llama.cpp = {ours / theirs:.2f}", flush=True)
 
 
@@ -205,8 +206,8 @@ def serve(py, out_dir):
     import requests
     from conftest import SFT_PAIRS, free_port
     from engine import generate_text
-    from model import load_checkpoint
-    model, _ = load_checkpoint(out_dir)
+    from checkpoint import load_checkpoint
+    model, tok, _ = load_checkpoint(out_dir)
     port, question = free_port(), SFT_PAIRS[3][1]
     log = open(os.path.join(out_dir, 'llama_server.log'), 'w+')
     proc = subprocess.Popen([py, '-m', 'llama_cpp.server', '--model', os.path.join(out_dir, 'model-f32.gguf'),
@@ -223,8 +224,8 @@ def serve(py, out_dir):
                 'repeat_penalty': 1.0}
         reply = requests.post(f'http://127.0.0.1:{port}/v1/chat/completions', json=body, timeout=60).json()
         answer = reply['choices'][0]['message']['content']
-        ours = generate_text(model, question, chat=True, temperature=0, max_new_tokens=40)
-        print(f"  {model.tokenizer.kind}: llama_cpp.server answered {question!r} with {answer!r} "
+        ours = generate_text(model, tok, question, chat=True, temperature=0, max_new_tokens=40)
+        print(f"  {tok.kind}: llama_cpp.server answered {question!r} with {answer!r} "
               f"(finish_reason {reply['choices'][0]['finish_reason']}); our engine: {ours!r}; "
               f"{'identical' if answer == ours else 'DIFFERENT'}", flush=True)
     finally:

@@ -33,7 +33,8 @@ import requests  # noqa: E402
 import torch  # noqa: E402
 
 from engine import generate_ids, sample_next, window  # noqa: E402
-from model import GPT, GPTConfig, save_checkpoint  # noqa: E402
+from checkpoint import save_checkpoint  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
 
 sizes = 'cpu,6x384'  # which shapes: cpu (2 x 128, block 128) and/or 6x384 (block 512)
@@ -66,18 +67,17 @@ def no_eot_model(args, tok):
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, dropout=0.0, bias=False, **args))
     with torch.no_grad():
         model.lm_head.weight[tok.eot] = 0.0  # logit 0: never among the top 50
-    model.tokenizer = tok
     return model.eval()
 
 
 @torch.no_grad()
-def recompute(model, prompt, n, generator):
+def recompute(model, n_vocab, prompt, n, generator):
     """nanoGPT's generate: crop the context, run all of it, keep the last logits, repeat."""
     idx = torch.tensor([prompt], device=device)
     max_ctx, _ = window(model.config)
     for _ in range(n):
         logits, _ = model(idx[:, -max_ctx:])
-        next_id = sample_next(logits[0, -1], model.tokenizer.n_vocab, generator, 1.0, 50)
+        next_id = sample_next(logits[0, -1], n_vocab, generator, 1.0, 50)
         idx = torch.cat([idx, torch.tensor([[next_id]], device=device)], dim=1)
     return idx.size(1) - len(prompt)
 
@@ -98,13 +98,14 @@ def bench_engine(n_threads):
     prompt = list(range(1000, 1000 + prompt_tokens))
     for name in sizes.split(','):
         for vocab in vocabs.split(','):
-            model = no_eot_model(SIZES[name], vocabulary(vocab)).to(device)
-            list(generate_ids(model, prompt, max_new_tokens=5, temperature=1.0, top_k=50, seed=0))  # warm up
+            tok = vocabulary(vocab)
+            model = no_eot_model(SIZES[name], tok).to(device)
+            list(generate_ids(model, tok, prompt, max_new_tokens=5, temperature=1.0, top_k=50, seed=0))  # warm up
             cached, full = [], []
             for _ in range(rounds):  # alternating, so load that comes and goes hits both ways
-                cached.append(timed(lambda: len(list(generate_ids(model, prompt, max_new_tokens=new_tokens,
+                cached.append(timed(lambda: len(list(generate_ids(model, tok, prompt, max_new_tokens=new_tokens,
                                                                   temperature=1.0, top_k=50, seed=0)))))
-                full.append(timed(lambda: recompute(model, prompt, new_tokens, torch.Generator().manual_seed(0))))
+                full.append(timed(lambda: recompute(model, tok.n_vocab, prompt, new_tokens, torch.Generator().manual_seed(0))))
             ratios = [a / b for a, b in zip(cached, full)]  # a round's two runs are next to each other: the same load
             print(f'{name:6s} {vocab:7s} ({model.config.vocab_size} rows, {model.num_params() / 1e6:.1f}M, block '
                   f'{model.config.block_size}), {torch.get_num_threads()} thread(s), {prompt_tokens}-token prompt + '

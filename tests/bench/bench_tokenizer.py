@@ -26,7 +26,8 @@ import torch  # noqa: E402
 
 import prepare  # noqa: E402
 from data_utils import RowOrder, clean_article, get_batch, init_data, iter_articles  # noqa: E402
-from model import GPT, GPTConfig, save_checkpoint  # noqa: E402
+from checkpoint import save_checkpoint  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
 from train_tokenizer import train_tokenizer  # noqa: E402
 
@@ -136,8 +137,7 @@ def main():
         from engine import generate_text
         for n, side in zip(names, sides):  # what each says, greedy with the main command's repeat penalties
             side['model'].eval()
-            side['model'].tokenizer = side['data']['tokenizer']
-            text = generate_text(side['model'], args.sample_prompt, max_new_tokens=args.sample_chars * 3, temperature=0,
+            text = generate_text(side['model'], side['data']['tokenizer'], args.sample_prompt, max_new_tokens=args.sample_chars * 3, temperature=0,
                                  presence_penalty=1.0, frequency_penalty=1.0)
             print(f"{n:8} {args.sample_prompt}{text[:args.sample_chars]}")
 
