@@ -169,7 +169,7 @@ def load_questions(path, limit=0):
 _THINK = re.compile(r'<think>.*?(</think>|$)', re.S)  # reasoning models think aloud first
 _BRACKETS = re.compile(r'\[\[\s*(A|B|C|TIE|平局)\s*\]\]', re.I)  # MT-Bench's format, [[C]] a tie
 _TIE = re.compile(r'平局|平手|打平|持平|不相上下|难分高下|难分伯仲|一样好|同样好|都很好|都好|都不好|都差|都错|'
-                  r'相当|\btie\b|\bdraw\b|\bequal(ly)?\b|\bneither\b|\bboth\b|\bsame\b', re.I)
+                  r'\btie\b|\bdraw\b|\bequal(ly)?\b|\bneither\b', re.I)
 _LETTER = r'(?<![A-Za-z0-9])((?-i:[AB]))(?![A-Za-z0-9])'  # a capital A or B standing alone (not English's "a")
 _LABELED = re.compile(r'(?:结论|答案|判断|裁决|结果|胜者|获胜|选择|verdict|answer|winner|result|output|final|choice)'
                       r'[^A-Za-z0-9\u4e00-\u9fff]{0,6}(?:是|为|选|the)?\s*[^A-Za-z0-9\u4e00-\u9fff]{0,4}'
@@ -528,8 +528,10 @@ def calibration(records, judge_kind, probe_results, min_consistency=0.6, min_pro
                            + (': it prefers longer answers' if name == 'length' else ''))
     if kappa is not None and kappa < min_kappa:
         line = f'agreement with people: kappa {kappa:.2f} < {min_kappa} on {len(labels)} battles'
-        (reasons if len(labels) >= min_overlap else warnings).append(
-            line if len(labels) >= min_overlap else line + f' (fewer than {min_overlap}: not yet a reason to distrust)')
+        enough = len(labels) >= min_overlap
+        warnings.append(line + ('' if enough else f' (fewer than {min_overlap}: not yet a reason to distrust it)'))
+        if enough:
+            reasons.append(line)
     elif len(labels) < min_overlap:
         warnings.append(f'only {len(labels)} battles judged by both people and the judge: agreement not checked '
                         f'(needs {min_overlap})')

@@ -140,7 +140,7 @@ def battle_requests(server):
     ('两个回答一样好。', 'tie'), ('我认为A更好，因为它更准确。', 'A'), ('回答B更好', 'B'), ('A的回答更差', 'B'),
     ('Ｂ', 'B'), ('The winner is B.', 'B'), ('Verdict: A', 'A'), ('选A', 'A'), ('A和B都不好', 'tie'),
     ('<think>A说得不对，B对</think>\nB', 'B'), ('Output: A\n\nExplanation: B is wrong.', 'A'), ('最终答案是 **B**', 'B'),
-    ('Both are equally good.', 'tie'), ('B gives a better answer.', 'B'), ('Answer: a tie', 'tie'),
+    ('Both are equally good.', 'tie'), ('B gives a better answer.', 'B'), ('Both are fluent, but B is correct.', 'B'), ('Answer: a tie', 'tie'),
     ('', None), ('我无法判断', None), ('A 和 B', None),
 ])
 def test_verdicts_are_read_from_messy_replies(reply, verdict):
@@ -229,6 +229,11 @@ def test_agreement_with_people_and_kappa_on_the_battles_both_judged(tmp_path, fa
     assert people['kappa'] == 0.0
     assert report['trusted'] is False
     assert 'agreement with people: kappa 0.00 < 0.4 on 10 battles' in report['reasons']
+    assert 'warning: agreement with people: kappa 0.00 < 0.4 on 10 battles\n' in judge.calibration_text(report)
+    # on fewer battles than min_overlap a low kappa is a warning only
+    few = judge.calibration(votes.records(db), 'judge:fake', report['probe_results'], min_overlap=11)
+    assert few['trusted'] is True and few['warnings'] == [
+        'agreement with people: kappa 0.00 < 0.4 on 10 battles (fewer than 11: not yet a reason to distrust it)']
     rejudged = [r for r in votes.records(db) if r.get('judged_battle')]
     assert sorted(r['judged_battle'] for r in rejudged) == [f'h{i}' for i in range(10)]
 
