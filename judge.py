@@ -617,6 +617,18 @@ def side_by_side(boards, judge_kind=None):
     return '\n'.join(lines)
 
 
+def checkpoint_summary(board, names):
+    """Checkpoints of one run (in training order) as the judge ranks them, and each one against the one before it."""
+    ranked = [r for r in board['rows'] if r['model'] in names and r['bt'] is not None]
+    lines = ['checkpoints by the judge: ' + ' > '.join(f"{r['model']} ({r['bt']:.0f})" for r in ranked)]
+    index = {n: i for i, n in enumerate(board['names'])}
+    for before, after in zip(names, names[1:]):
+        if before in index and after in index and board['games'][index[after], index[before]]:
+            won, games = board['wins'][index[after], index[before]], int(board['games'][index[after], index[before]])
+            lines.append(f'{after} against {before}: {won:g} of {games} (a tie is half; {won / games:.0%})')
+    return '\n'.join(lines)
+
+
 # ----------------------------------------------------------------------------- the run
 def run(db, ask, judge_kind, items, entries, models, pairs=1, seed=0, params=PARAMS, answer_timeout=30.0,
         max_attempts=3, backoff=1.0, max_down=3, probes=4, human_battles=50, thresholds=None, rejects='', log=print):
@@ -681,8 +693,7 @@ def main():
     boards = boards_by_voter(db, judge_kind, rounds=bootstrap_rounds, min_battles=min_battles, seed=seed)
     print(side_by_side(boards, judge_kind))
     if not board_only and checkpoints:
-        ranked = [r for r in boards['judge']['rows'] if r['model'] in {e['name'] for e in entries} and r['bt'] is not None]
-        print('\ncheckpoints by the judge: ' + ' > '.join(f"{r['model']} ({r['bt']:.0f})" for r in ranked))
+        print('\n' + checkpoint_summary(boards['judge'], [p.strip() for p in checkpoints.split(',') if p.strip()]))
 
 
 if __name__ == '__main__':

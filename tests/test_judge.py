@@ -367,6 +367,18 @@ def test_boards_split_by_voter(tmp_path):
     assert text.splitlines()[2].startswith('| 1 | m1 ') and '| m2 ' in text.splitlines()[2]
 
 
+def test_each_checkpoint_is_compared_with_the_one_before_it(tmp_path):
+    db = votes.connect(str(tmp_path / 'v.db'))
+    games = [('run/c2', 'run/c1', 'A')] * 3 + [('run/c1', 'run/c2', 'tie'), ('run/c3', 'run/c2', 'B'), ('run/c1', 'run/c3', 'B')]
+    for i, (a, b, vote) in enumerate(games):
+        votes.add_vote(db, {'battle_id': str(i), 'prompt': 'p', 'model_a': a, 'model_b': b, 'vote': vote,
+                            'leaked': False, 'voter_kind': 'judge:x'})
+    text = judge.checkpoint_summary(judge.boards_by_voter(db, 'judge:x', rounds=10)['judge'], ['run/c1', 'run/c2', 'run/c3'])
+    first, *rest = text.splitlines()
+    assert re.fullmatch(r'checkpoints by the judge: run/c2 \(\d+\) > run/c3 \(\d+\) > run/c1 \(\d+\)', first), first
+    assert rest == ['run/c2 against run/c1: 3.5 of 4 (a tie is half; 88%)', 'run/c3 against run/c2: 0 of 1 (a tie is half; 0%)']
+
+
 @pytest.mark.slow
 def test_checkpoints_of_one_run_are_ranked_by_the_judge(tmp_path, fake_judge, tiny_checkpoint):
     trained, early = tiny_checkpoint, tmp_path / 'run' / 'ckpt_2'  # 100 steps on SENTENCES, and 2
@@ -379,6 +391,7 @@ def test_checkpoints_of_one_run_are_ranked_by_the_judge(tmp_path, fake_judge, ti
             f'--checkpoints={early},{trained}', '--pairs=0', '--max_new_tokens=20', '--human_battles=0', '--min_battles=1']
     out = run_script(args, timeout=300).stdout
     assert f'checkpoints by the judge: {trained} (' in out and f') > {early} (' in out, out
+    assert f'{trained} against {early}: 4 of 4 (a tie is half; 100%)' in out
     assert 'verdict: judge:fake is TRUSTED' in out
     db = sqlite3.connect(str(tmp_path / 'v.db'))
     assert db.execute("SELECT COUNT(*) FROM votes WHERE voter_kind = 'judge:fake'").fetchone() == (4,)
