@@ -17,6 +17,8 @@ import pytest
 from conftest import ROOT, SFT_PAIRS, free_port, run_script, train_tiny_checkpoint, write_sft_pairs
 
 import judge  # noqa: E402
+import judge_calibration  # noqa: E402
+import judge_verdicts  # noqa: E402
 import votes  # noqa: E402
 from sft.sft_generate import ask_chat  # noqa: E402
 
@@ -121,12 +123,16 @@ def questions_file(tmp_path, pairs=QUESTIONS, name='q.jsonl'):
     return str(path)
 
 
-def run(tmp_path, server, limit=0, pairs=0, **kw):
+def llm(server, max_attempts=3):
+    """The LLM judge asking the fake server, without waiting between tries."""
+    return judge_verdicts.llm_judge(server.ask, max_attempts, backoff=0.0)
+
+
+def run(tmp_path, judge_fn, limit=0, pairs=0, judge_kind='judge:fake', **kw):
+    """judge.run on the first `limit` of QUESTIONS (0: all) and the canned contestants: ((report, tally), db)."""
     db = votes.connect(str(tmp_path / 'votes.db'))
     items = judge.load_questions(questions_file(tmp_path), limit)
-    options = dict(pairs=pairs, backoff=0.0, log=lambda *a: None)
-    options.update(kw)
-    return judge.run(db, server.ask, 'judge:fake', items, ENTRIES, {}, **options), db
+    return judge.run(db, judge_fn, judge_kind, items, ENTRIES, {}, pairs=pairs, log=lambda *a: None, **kw), db
 
 
 def battle_requests(server):
@@ -144,21 +150,21 @@ def battle_requests(server):
     ('', None), ('我无法判断', None), ('A 和 B', None),
 ])
 def test_verdicts_are_read_from_messy_replies(reply, verdict):
-    assert judge.parse_verdict(reply) == verdict
+    assert judge_verdicts.parse_verdict(reply) == verdict
 
 
 def test_an_unreadable_reply_is_asked_again_with_a_reminder(fake_judge):
     replies = iter(['嗯……我想想', 'B'])
     server = fake_judge(lambda *a: next(replies))
     item = {'question': '北京是什么？', 'reference': None, 'task': 'question'}
-    verdict, reply = judge.one_verdict(server.ask, judge.judge_messages(item, '首都', '城市'), 3, 0.0)
+    verdict, reply = judge_verdicts.one_verdict(server.ask, judge_verdicts.judge_messages(item, '首都', '城市'), 3, 0.0)
     assert (verdict, reply, len(server.seen)) == ('B', 'B', 2)
 
 
 # ----------------------------------------------------------------------------- calibration
 def test_a_judge_that_always_says_a_is_caught_by_position_consistency(tmp_path, fake_judge, canned):
     server = fake_judge(always_a)
-    (report, tally), db = run(tmp_path, server, limit=4)
+    (report, tally), db = run(tmp_path, llm(server), limit=4)
     assert tally['judged'] == 4 * 3
     assert report['consistency']['battles'] == [0, 12]
     assert report['trusted'] is False
@@ -166,12 +172,12 @@ def test_a_judge_that_always_says_a_is_caught_by_position_consistency(tmp_path, 
     assert report['probes']['identical']['passed'] == 0
     # a win counts only when both orders agree: every vote of this judge is a tie
     assert {r['vote'] for r in votes.records(db)} == {'tie'}
-    assert 'NOT TRUSTED: position consistency 0%' in judge.calibration_text(report)
+    assert 'NOT TRUSTED: position consistency 0%' in judge_calibration.calibration_text(report)
 
 
 def test_a_judge_that_prefers_longer_answers_is_caught_by_the_length_probe(tmp_path, fake_judge, canned):
     server = fake_judge(longer)
-    (report, _), _ = run(tmp_path, server, limit=4)
+    (report, _), _ = run(tmp_path, llm(server), limit=4)
     assert report['consistency']['share'] == 1.0  # consistent, and wrong
     assert report['probes']['length'] == {'asked': 4, 'passed': 0, 'share': 0.0, 'by_kind': {'length': [0, 4]}}
     assert report['trusted'] is False
@@ -182,7 +188,7 @@ def test_a_judge_that_prefers_longer_answers_is_caught_by_the_length_probe(tmp_p
 
 def test_a_judge_that_reads_the_reference_is_trusted_and_ranks_contestants_in_order(tmp_path, fake_judge, canned):
     server = fake_judge(closest)
-    (report, tally), db = run(tmp_path, server)
+    (report, tally), db = run(tmp_path, llm(server))
     assert report['trusted'] is True, report['reasons']
     assert report['probes']['corrupted']['share'] == 1.0 and report['probes']['identical']['share'] == 1.0
     assert tally['judged'] == len(QUESTIONS) * 3
@@ -197,14 +203,14 @@ def test_a_judge_that_reads_the_reference_is_trusted_and_ranks_contestants_in_or
     assert r['verdicts'] in (['A', 'B'], ['B', 'A'], ['tie', 'tie'])
     assert set(r) >= {'battle_id', 'time', 'prompt', 'model_a', 'model_b', 'answer_a', 'answer_b', 'vote'}
     saved = tmp_path / 'cal.json'
-    judge.save_calibration(str(saved), report)
+    judge_calibration.save_calibration(str(saved), report)
     assert json.loads(saved.read_text())['judge:fake']['trusted'] is True
 
 
 def test_the_reference_and_its_corruptions_are_shown_in_both_orders(tmp_path, fake_judge):
     server = fake_judge(closest)
     items = judge.load_questions(questions_file(tmp_path, QUESTIONS[:2]))
-    results = judge.run_probes(server.ask, items, 2, 1, 0.0)
+    results = judge_calibration.run_probes(llm(server, max_attempts=1), items, 2)
     assert [p['probe'] for p in results] == ['identical', 'truncated', 'shuffled', 'other answer', 'length'] * 2
     ref = QUESTIONS[0][2]
     asked = [(a, b) for q, r, a, b in server.seen if q == QUESTIONS[0][1]]
@@ -222,16 +228,16 @@ def test_agreement_with_people_and_kappa_on_the_battles_both_judged(tmp_path, fa
                             'leaked': False})
     server = fake_judge(closest)
     items = judge.load_questions(questions_file(tmp_path))  # the references of the people's questions
-    report, tally = judge.run(db, server.ask, 'judge:fake', items, ENTRIES, {}, pairs=1, backoff=0.0, log=lambda *a: None)
+    report, tally = judge.run(db, llm(server), 'judge:fake', items, ENTRIES, {}, pairs=1, log=lambda *a: None)
     people = report['people']
     # the judge picks strong every time: 8 of 10 agree, 8 of 9 without the human tie, and kappa is 0 (no better than chance)
     assert (people['battles'], people['agreed'], people['without_ties']) == (10, 8, {'battles': 9, 'agreed': 8, 'share': 8 / 9})
     assert people['kappa'] == 0.0
     assert report['trusted'] is False
     assert 'agreement with people: kappa 0.00 < 0.4 on 10 battles' in report['reasons']
-    assert 'warning: agreement with people: kappa 0.00 < 0.4 on 10 battles\n' in judge.calibration_text(report)
+    assert 'warning: agreement with people: kappa 0.00 < 0.4 on 10 battles\n' in judge_calibration.calibration_text(report)
     # on fewer battles than min_overlap a low kappa is a warning only
-    few = judge.calibration(votes.records(db), 'judge:fake', report['probe_results'], min_overlap=11)
+    few = judge_calibration.calibration(votes.records(db), 'judge:fake', report['probe_results'], min_overlap=11)
     assert few['trusted'] is True and few['warnings'] == [
         'agreement with people: kappa 0.00 < 0.4 on 10 battles (fewer than 11: not yet a reason to distrust it)']
     rejudged = [r for r in votes.records(db) if r.get('judged_battle')]
@@ -240,19 +246,46 @@ def test_agreement_with_people_and_kappa_on_the_battles_both_judged(tmp_path, fa
 
 def test_cohen_kappa_matches_a_worked_example():
     pairs = [('y', 'y')] * 20 + [('y', 'n')] * 5 + [('n', 'y')] * 10 + [('n', 'n')] * 15
-    assert judge.cohen_kappa(pairs) == pytest.approx(0.4)
-    assert judge.cohen_kappa([]) is None and judge.cohen_kappa([('t', 't')] * 3) is None
+    assert judge_calibration.cohen_kappa(pairs) == pytest.approx(0.4)
+    assert judge_calibration.cohen_kappa([]) is None and judge_calibration.cohen_kappa([('t', 't')] * 3) is None
+
+
+# ----------------------------------------------------------------------------- the rules judge (offline)
+def test_the_rules_judge_prefers_the_answer_nearer_the_reference_by_a_margin():
+    rules = judge_verdicts.rules_judge(margin=0.1)
+    item = {'question': '熊猫喜欢吃什么？', 'task': 'question', 'reference': '熊猫喜欢吃竹子'}
+    assert rules(item, '熊猫喜欢吃竹子', '不知道') == ('A', 'Rouge-L F 1.00 : 0.00')
+    assert rules(item, '熊猫爱吃竹子', '熊猫喜欢吃竹子') == ('B', 'Rouge-L F 0.77 : 1.00')  # LCS 5 of 6 and 7
+    assert rules(item, '熊猫喜欢吃竹子', '熊猫喜欢吃竹子。') == ('tie', 'Rouge-L F 1.00 : 0.93')  # within the margin
+    assert judge_verdicts.rules_judge(margin=0.05)(item, '熊猫喜欢吃竹子', '熊猫喜欢吃竹子。')[0] == 'A'
+    assert rules(dict(item, reference=None), '熊猫喜欢吃竹子', '不知道') == ('tie', 'no reference answer')
+
+
+def test_the_rules_judge_ranks_contestants_of_known_strength_and_passes_its_calibration(tmp_path, canned):
+    (report, tally), db = run(tmp_path, judge_verdicts.rules_judge(), judge_kind='judge:rules')
+    assert report['trusted'] is True, report['reasons']
+    assert report['consistency']['share'] == 1.0
+    assert {name: (p['passed'], p['asked']) for name, p in report['probes'].items()} == \
+        {'identical': (4, 4), 'corrupted': (12, 12), 'length': (4, 4)}
+    assert tally['judged'] == len(QUESTIONS) * 3
+    rows = judge.boards_by_voter(db, 'judge:rules')['judge']['rows']
+    assert [r['model'] for r in rows] == ['strong', 'medium', 'weak']
+    assert (rows[0]['wins'], rows[2]['losses']) == (2 * len(QUESTIONS), 2 * len(QUESTIONS))
+    # the same record as an LLM judge's: both orders' verdicts, the scores as its replies
+    r = votes.records(db)[0]
+    assert (r['voter'], r['voter_kind'], r['leaked']) == ('rules', 'judge:rules', False)
+    assert r['verdicts'] in (['A', 'B'], ['B', 'A']) and all(x.startswith('Rouge-L F ') for x in r['replies'])
 
 
 # ----------------------------------------------------------------------------- resume, failures
 def test_a_rerun_judges_only_what_is_new(tmp_path, fake_judge, canned):
     server = fake_judge(closest)
-    (_, first), db = run(tmp_path, server, limit=4)
+    (_, first), db = run(tmp_path, llm(server), limit=4)
     assert first['judged'] == 12 and len(battle_requests(server)) == 24
-    (_, second), _ = run(tmp_path, server, limit=6)
+    (_, second), _ = run(tmp_path, llm(server), limit=6)
     assert (second['judged'], second['already judged'], len(battle_requests(server))) == (6, 12, 36)
     answered = len(canned)
-    (_, third), _ = run(tmp_path, server, limit=6)
+    (_, third), _ = run(tmp_path, llm(server), limit=6)
     assert (third['judged'], third['already judged'], len(battle_requests(server))) == (0, 18, 36)
     assert len(canned) == answered  # nothing judged, nothing answered
     assert len(votes.records(db)) == 18
@@ -263,12 +296,12 @@ def test_battles_without_a_verdict_are_set_aside_and_retried_on_a_rerun(tmp_path
     server = fake_judge(lambda q, r, a, b: closest(q, r, a, b) if mood['answer'] or a not in WEAKER and b not in WEAKER
                         else '嗯')
     rejects = tmp_path / 'rejects.jsonl'
-    (_, tally), db = run(tmp_path, server, limit=2, max_attempts=2, rejects=str(rejects))
+    (_, tally), db = run(tmp_path, llm(server, max_attempts=2), limit=2, rejects=str(rejects))
     assert (tally['judged'], tally['no verdict']) == (0, 6)
     lines = [json.loads(x) for x in rejects.read_text().splitlines()]
     assert len(lines) == 6 and lines[0]['reply'] == '嗯' and lines[0]['reason'] == 'no verdict (A, B or tie) in the reply'
     mood['answer'] = True
-    (_, tally), _ = run(tmp_path, server, limit=2)
+    (_, tally), _ = run(tmp_path, llm(server), limit=2)
     assert tally['judged'] == 6
 
 
@@ -282,8 +315,8 @@ def test_a_judge_that_goes_down_mid_run_stops_it_with_the_votes_kept(tmp_path, f
                 return 500, 'overloaded'
         return closest(q, r, a, b)
     server = fake_judge(policy)
-    with pytest.raises(judge.JudgeDown, match=r'did not answer 3 battles in a row, 2 tries each \(HTTP 500\)'):
-        run(tmp_path, server, limit=4, max_attempts=2)
+    with pytest.raises(judge_verdicts.JudgeDown, match=r'did not answer 3 battles in a row, 2 tries each \(HTTP 500\)'):
+        run(tmp_path, llm(server, max_attempts=2), limit=4)
     assert len(votes.records(votes.connect(str(tmp_path / 'votes.db')))) == 2
 
 
@@ -380,21 +413,30 @@ def test_each_checkpoint_is_compared_with_the_one_before_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_checkpoints_of_one_run_are_ranked_by_the_judge(tmp_path, fake_judge, tiny_checkpoint):
+def test_an_unknown_backend_stops_the_command_with_one_line(tmp_path):
+    proc = run_script([SCRIPT, '--backend=llm', f'--votes={tmp_path / "v.db"}'], check=False)
+    assert proc.returncode == 1 and proc.stderr.strip() == "error: --backend='llm': expected 'openai' or 'rules'"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('backend', ['openai', 'rules'])
+def test_checkpoints_of_one_run_are_ranked_by_the_judge(tmp_path, fake_judge, tiny_checkpoint, backend):
     trained, early = tiny_checkpoint, tmp_path / 'run' / 'ckpt_2'  # 100 steps on SENTENCES, and 2
     train_tiny_checkpoint(early, steps=2)
     csv = tmp_path / 'q.csv'
     csv.write_text('prompt,reference\n北京是中国,的首都。北京有很多名胜古迹。\n长江是中国,最长的河流。长江流经许多省份。\n'
                    '熊猫是中国,的国宝。熊猫喜欢吃竹子。\n春节是中国,最重要的节日。人们在春节吃饺子。\n', encoding='utf-8')
-    server = fake_judge(closest)
-    args = [SCRIPT, f'--questions={csv}', f'--votes={tmp_path / "v.db"}', f'--base_url={server.url}', '--model=fake',
+    # the LLM judge is the fake server preferring the answer nearer the reference; the rules judge needs no server
+    judge_args = [f'--base_url={fake_judge(closest).url}', '--model=fake'] if backend == 'openai' else ['--backend=rules']
+    kind = 'judge:fake' if backend == 'openai' else 'judge:rules'
+    args = [SCRIPT, f'--questions={csv}', f'--votes={tmp_path / "v.db"}', *judge_args,
             f'--checkpoints={early},{trained}', '--pairs=0', '--max_new_tokens=20', '--human_battles=0', '--min_battles=1']
     out = run_script(args, timeout=300).stdout
     assert f'checkpoints by the judge: {trained} (' in out and f') > {early} (' in out, out
     assert f'{trained} against {early}: 4 of 4 (a tie is half; 100%)' in out
-    assert 'verdict: judge:fake is TRUSTED' in out
+    assert f'verdict: {kind} is TRUSTED' in out
     db = sqlite3.connect(str(tmp_path / 'v.db'))
-    assert db.execute("SELECT COUNT(*) FROM votes WHERE voter_kind = 'judge:fake'").fetchone() == (4,)
-    assert json.loads((tmp_path / 'v.db.calibration.json').read_text())['judge:fake']['trusted'] is True
+    assert db.execute('SELECT COUNT(*) FROM votes WHERE voter_kind = ?', (kind,)).fetchone() == (4,)
+    assert json.loads((tmp_path / 'v.db.calibration.json').read_text())[kind]['trusted'] is True
     again = run_script(args, timeout=300).stdout
     assert '0 battles judged, 4 judged before' in again
