@@ -80,6 +80,12 @@ PARAMS = {'max_new_tokens': max_new_tokens, 'temperature': answer_temperature, '
 
 
 # ----------------------------------------------------------------------------- the question set
+def read_prompt(prompt):
+    """(question as the judge reads it, task): a prompt ending in ## is a question, any other a text to continue."""
+    stripped = prompt.strip()
+    return (stripped[:-2].strip(), 'question') if stripped.endswith('##') else (stripped, 'continuation')
+
+
 def load_questions(path, limit=0):
     """
     [{'prompt', 'question', 'reference', 'task'}]: prompt as a contestant gets it (a question ends in ##),
@@ -95,9 +101,7 @@ def load_questions(path, limit=0):
             raise ValueError(f'{where}: the question must be a non-empty string, got {prompt!r:.60}')
         if reference is not None and not isinstance(reference, str):
             raise ValueError(f'{where}: the reference answer must be a string, got {reference!r:.60}')
-        stripped = prompt.strip()
-        task = 'question' if stripped.endswith('##') else 'continuation'
-        question = stripped[:-2].strip() if task == 'question' else stripped
+        question, task = read_prompt(prompt)
         if question and question not in seen:
             seen.add(question)
             found.append({'prompt': prompt, 'question': question, 'reference': (reference or '').strip() or None,
@@ -228,9 +232,7 @@ def human_battles_to_judge(records, judge_kind, count, references, done, tally=N
         if battle_id in done:
             tally['already judged'] += 1
             continue
-        stripped = r['prompt'].strip()
-        task = 'question' if stripped.endswith('##') else 'continuation'
-        question = stripped[:-2].strip() if task == 'question' else stripped
+        question, task = read_prompt(r['prompt'])
         yield {'battle_id': battle_id, 'prompt': r['prompt'], 'question': question, 'task': task,
                'reference': references.get(question), 'model_a': r['model_a'], 'model_b': r['model_b'],
                'answer_a': r['answer_a'], 'answer_b': r['answer_b'], 'judged_battle': r['battle_id']}

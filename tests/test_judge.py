@@ -259,6 +259,8 @@ def test_the_rules_judge_prefers_the_answer_nearer_the_reference_by_a_margin():
     assert rules(item, '熊猫喜欢吃竹子', '熊猫喜欢吃竹子。') == ('tie', 'Rouge-L F 1.00 : 0.93')  # within the margin
     assert judge_verdicts.rules_judge(margin=0.05)(item, '熊猫喜欢吃竹子', '熊猫喜欢吃竹子。')[0] == 'A'
     assert rules(dict(item, reference=None), '熊猫喜欢吃竹子', '不知道') == ('tie', 'no reference answer')
+    # a floor, not a judge of meaning: a wrong answer that shares the reference's characters wins (README says so)
+    assert rules(dict(item, reference='1931年'), '1932年', '一九三一年') == ('A', 'Rouge-L F 0.80 : 0.20')
 
 
 def test_the_rules_judge_ranks_contestants_of_known_strength_and_passes_its_calibration(tmp_path, canned):
