@@ -16,7 +16,7 @@ import re
 import time
 import unicodedata
 
-from sft.sft_generate import RequestFailed
+from sft.sft_generate import ChatError
 
 SYSTEM = '你是公正、严格的评审，只根据内容质量判断。'
 INTRO = {'question': ('下面是一个问题和两个模型的回答。', '问题'), 'continuation': ('下面是一段文字的开头和两个模型的续写。', '开头')}
@@ -108,7 +108,7 @@ def judge_messages(item, answer_a, answer_b):
 
 def one_verdict(ask, messages, max_attempts=3, backoff=1.0):
     """
-    (verdict, reply) from ask(messages) -> reply text or RequestFailed. A failed request or an unreadable
+    (verdict, reply) from ask(messages) -> reply text or ChatError. A failed request or an unreadable
     reply is retried with backoff (an unreadable one with a reminder of the format); then JudgeFailed.
     """
     failure, answered = None, False
@@ -117,7 +117,7 @@ def one_verdict(ask, messages, max_attempts=3, backoff=1.0):
             time.sleep(backoff * 2 ** (attempt - 1))
         try:
             reply = ask(messages)
-        except RequestFailed as e:
+        except ChatError as e:
             if e.kind == 'refused':
                 raise JudgeFailed('refused', str(e), e.body)
             failure = (str(e), e.body)

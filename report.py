@@ -18,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections import namedtuple
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -35,6 +36,10 @@ listed = 12  # prompts listed from each examples.json (examples.csv's continuati
 sample_chars = 800  # longest stretch of each samples.txt quoted
 # -----------------------------------------------------------------------------
 
+# the settings above, as main() hands them to every section
+Settings = namedtuple('Settings', 'work output corpus pretrain_data sft_data tokenizer pretrain sft examples listed '
+                                  'sample_chars')
+
 # perplexity_val.json keys shown first, in this order; any other number in the file follows them
 PPL_KEYS = ('bits_per_char', 'unigram_bits_per_char', 'bits_per_byte', 'unigram_bits_per_byte', 'ppl',
             'unigram_ppl', 'loss', 'unigram_loss', 'tokens', 'chars', 'rows', 'iter_num')
@@ -45,13 +50,14 @@ GENERATIONS = (('sft', 'rougeL.json', 'trained questions'), ('sft', 'rougeL_val.
                ('sft', 'examples.json', 'examples.csv questions'))
 
 
-def path_of(*parts):
-    return os.path.join(os.path.expanduser(work), *parts)
+def path_of(cfg, *parts):
+    """A path under the run's folder, cfg.work (an absolute part stays as it is)."""
+    return os.path.join(os.path.expanduser(cfg.work), *parts)
 
 
-def models():
-    """(label, folder) of both models; a function because --key=value overrides come after import."""
-    return (('pretrain', path_of(pretrain)), ('sft', path_of(sft)))
+def models(cfg):
+    """(label, folder) of both models."""
+    return (('pretrain', path_of(cfg, cfg.pretrain)), ('sft', path_of(cfg, cfg.sft)))
 
 
 def not_run(path, what):
@@ -112,27 +118,27 @@ def flatten(obj, prefix=''):
     return out
 
 
-def stage_seconds():
-    path = path_of('out', 'timings.jsonl')
+def stage_seconds(cfg):
+    path = path_of(cfg, 'out', 'timings.jsonl')
     return path, ([r for r in read_jsonl(path) if is_number(r.get('seconds'))] if os.path.exists(path) else None)
 
 
 # ----------------------------------------------------------------------------- sections
 
-def section_summary():
+def section_summary(cfg):
     lines = []
-    for label, folder in models():
+    for label, folder in models(cfg):
         r = load(os.path.join(folder, 'perplexity_val.json')) or {}
         for key, what in (('bits_per_char', 'bits per character'), ('ppl', 'perplexity')):
             if is_number(r.get(key)):  # bits per character when the evaluation gives it: it compares tokenizers
                 base = f" (unigram {fmt(r[f'unigram_{key}'])})" if is_number(r.get(f'unigram_{key}')) else ''
                 lines.append(f'- {label}: {fmt(r[key])} {what} on val{base}')
                 break
-    summary = (load(os.path.join(path_of(sft), 'rougeL.json')) or {}).get('summary', {})
+    summary = (load(os.path.join(path_of(cfg, cfg.sft), 'rougeL.json')) or {}).get('summary', {})
     if is_number(summary.get('f')):
         median = f", median {fmt(summary['median_f'])}" if is_number(summary.get('median_f')) else ''
         lines.append(f"- sft: Rouge-L F mean {fmt(summary['f'])}{median} on {fmt(summary.get('n'))} questions")
-    for label, name, what, path, report in generations():
+    for label, name, what, path, report in generations(cfg):
         summary = report.get('summary', {})
         if what == 'held-out questions' and is_number(summary.get('median_f')):
             lines.append(f"- {label}: Rouge-L F median {fmt(summary['median_f'])}, mean {fmt(summary.get('f'))} "
@@ -140,15 +146,17 @@ def section_summary():
         elif 'continuations' in what and is_number(summary.get('repeat_4gram_3x_share')):
             lines.append(f"- {label}: {summary['repeat_4gram_3x_share']:.0%} of {fmt(summary.get('n'))} {what} repeat "
                          f"4 characters three times (greedy, {penalties(summary)})")
-    _, stages = stage_seconds()
+    _, stages = stage_seconds(cfg)
     if stages:
         lines.append(f"- all stages: {seconds(sum(r['seconds'] for r in stages))}")
     return (lines or ['_Nothing evaluated yet: no perplexity, Rouge-L or timings files._']) + ['']
 
 
-def section_corpus():
-    folder = path_of(corpus)
-    files = sorted(os.path.join(d, f) for d, _, names in os.walk(folder) for f in names if f.endswith('.jsonl'))
+def section_corpus(cfg):
+    from data_utils import find_jsonl
+    folder = path_of(cfg, cfg.corpus)
+    # the files data/prepare.py reads: each real file once, however many links lead to it
+    files = find_jsonl(folder) if os.path.isdir(folder) else []
     if not files:
         return not_run(os.path.join(folder, '*.jsonl'), 'data/fetch_sample.py writes it')
     texts = [r['text'] for path in files for r in read_jsonl(path) if isinstance(r.get('text'), str)]
@@ -156,11 +164,11 @@ def section_corpus():
                  [(folder, len(files), len(texts), sum(len(t) for t in texts))])
 
 
-def section_tokenizer():
-    path = os.path.join(path_of(tokenizer), 'tokenizer.json')
+def section_tokenizer(cfg):
+    path = os.path.join(path_of(cfg, cfg.tokenizer), 'tokenizer.json')
     facts = load(path)
     if facts is None:
-        meta = load(os.path.join(path_of(pretrain_data), 'meta.json')) or {}
+        meta = load(os.path.join(path_of(cfg, cfg.pretrain_data), 'meta.json')) or {}
         meta = meta.get('tokenizer') if isinstance(meta.get('tokenizer'), dict) else meta  # either layout
         name = meta.get('name') or meta.get('encoding')
         return not_run(path, 'no tokenizer was trained') + ([f'The prepared data uses `{name}`.', ''] if name else [])
@@ -183,10 +191,10 @@ def section_tokenizer():
     return lines + table([''] + inner, [[o] + [figures.get(f'{o}.{i}') for i in inner] for o in outer])
 
 
-def section_data():
+def section_data(cfg):
     lines = []
-    for label, folder in (('pretraining', pretrain_data), ('fine-tuning', sft_data)):
-        path = os.path.join(path_of(folder), 'meta.json')
+    for label, folder in (('pretraining', cfg.pretrain_data), ('fine-tuning', cfg.sft_data)):
+        path = os.path.join(path_of(cfg, folder), 'meta.json')
         meta = load(path)
         if meta is None:
             lines += [f'**{label}**', '', *not_run(path, 'data/prepare.py or data/prepare_sft.py writes it')]
@@ -213,9 +221,9 @@ def checkpoint_facts(path):
     return facts, ckpt.get('config') or {}
 
 
-def section_configs():
+def section_configs(cfg):
     lines, facts, configs, names = [], [], [], []
-    for label, folder in models():
+    for label, folder in models(cfg):
         path = os.path.join(folder, 'ckpt.pt')
         if not os.path.exists(path):
             lines += not_run(path, f'train.py writes the {label} checkpoint')
@@ -240,15 +248,15 @@ def log_summary(label, path):
             last.get('iter'), last.get('tokens'), seconds(last['elapsed']) if is_number(last.get('elapsed')) else '']
 
 
-def section_training():
-    png = path_of('out', 'loss.png')
+def section_training(cfg):
+    png = path_of(cfg, 'out', 'loss.png')
     if os.path.exists(png):  # linked relative to the report, so the folder can be moved or published whole
-        rel = os.path.relpath(os.path.abspath(png), os.path.dirname(os.path.abspath(report_path())))
+        rel = os.path.relpath(os.path.abspath(png), os.path.dirname(os.path.abspath(report_path(cfg))))
         lines = [f'![loss curves]({rel.replace(os.sep, "/")})', '']
     else:
         lines = not_run(png, 'visualize.py draws it')
     rows = []
-    for label, folder in models():
+    for label, folder in models(cfg):
         path = os.path.join(folder, 'log.jsonl')
         if os.path.exists(path):
             rows.append(log_summary(label, path))
@@ -260,9 +268,9 @@ def section_training():
     return lines
 
 
-def section_perplexity():
+def section_perplexity(cfg):
     lines, reports, names = [], [], []
-    for label, folder in models():
+    for label, folder in models(cfg):
         path = os.path.join(folder, 'perplexity_val.json')
         r = load(path)
         if r is None:
@@ -287,8 +295,8 @@ def pick_examples(rows, n):
     return [ranked[round(i * (len(ranked) - 1) / max(n - 1, 1))] for i in range(n)]
 
 
-def section_rouge():
-    path = os.path.join(path_of(sft), 'rougeL.json')
+def section_rouge(cfg):
+    path = os.path.join(path_of(cfg, cfg.sft), 'rougeL.json')
     report = load(path)
     if report is None:
         return not_run(path, 'evaluations-RougeL.py')
@@ -302,22 +310,22 @@ def section_rouge():
     repetition = [(k, v) for k, v in figures.items() if any(w in k for w in REPETITION)]
     lines += table(['', ''], repetition) if repetition else [
         '_Not measured: rougeL.json has no repetition figures (an older evaluations-RougeL.py)._', '']
-    csv_path = os.path.join(path_of(sft), 'rougeL.csv')
+    csv_path = os.path.join(path_of(cfg, cfg.sft), 'rougeL.csv')
     lines += ['### Examples', '']
     if not os.path.exists(csv_path):
         return lines + not_run(csv_path, 'evaluations-RougeL.py writes it')
     with open(csv_path, encoding='utf-8', newline='') as f:
         rows = list(csv.DictReader(f))
-    picked = pick_examples(rows, examples)
+    picked = pick_examples(rows, cfg.examples)
     return lines + [f'{len(picked)} of the {len(rows)} in `{csv_path}`, spread from the best Rouge-L to the worst.',
                     '', *table(['Question', 'Answer', 'Prediction', 'Rouge-L F'],
                                [(r.get('prompt'), r.get('reference'), r.get('prediction'), float(r.get('f') or 0))
                                 for r in picked])]
 
 
-def generations():
+def generations(cfg):
     """(model, file, what, path, its JSON) of the GENERATIONS files that exist."""
-    folders, found = dict(models()), []
+    folders, found = dict(models(cfg)), []
     for label, name, what in GENERATIONS:
         path = os.path.join(folders[label], name)
         report = load(path)
@@ -330,44 +338,45 @@ def penalties(summary):
     return f"presence {fmt(summary.get('presence_penalty'))}, frequency {fmt(summary.get('frequency_penalty'))}"
 
 
-def section_generations():
-    found = generations()
+def section_generations(cfg):
+    found = generations(cfg)
     if not found:
-        return not_run(os.path.join(path_of(sft), 'rougeL_val.json'), 'evaluations-RougeL.py')
+        return not_run(os.path.join(path_of(cfg, cfg.sft), 'rougeL_val.json'), 'evaluations-RougeL.py')
     rows = []
     for label, _, what, path, report in found:
-        s = report.get('summary', {})
-        rows.append((f'{label}: {what} (`{path}`)', s.get('n'), s.get('median_f'), s.get('f'), s.get('stopped_at_eot_share'),
-                     s.get('repeat_4gram_share'), s.get('repeat_4gram_3x_share'), s.get('distinct_2'), penalties(s)))
+        summary = report.get('summary', {})
+        rows.append((f'{label}: {what} (`{path}`)', summary.get('n'), summary.get('median_f'), summary.get('f'),
+                     summary.get('stopped_at_eot_share'), summary.get('repeat_4gram_share'),
+                     summary.get('repeat_4gram_3x_share'), summary.get('distinct_2'), penalties(summary)))
     lines = ['Rouge-L where the prompt has a reference; "4 chars x2 / x3": share of outputs in which some 4 characters '
              'occur twice / three times or more.', '',
              *table(['evaluation', 'n', 'median F', 'mean F', 'stopped at EOT', '4 chars x2', '4 chars x3',
                      'distinct-2', 'penalties'], rows)]
     for label, name, what, path, report in found:
         if name == 'examples.json':
-            items = report.get('items', [])[:listed]
+            items = report.get('items', [])[:cfg.listed]
             lines += [f'**{label}: {what}** (first {len(items)} of `{path}`)', '',
                       *table(['prompt', 'reference', 'prediction'],
                              [(i.get('prompt'), i.get('reference'), i.get('prediction')) for i in items])]
     return lines
 
 
-def section_samples():
+def section_samples(cfg):
     lines = []
-    for label, folder in models():
+    for label, folder in models(cfg):
         path = os.path.join(folder, 'samples.txt')
         if not os.path.exists(path):
             lines += [f'**{label}**', '', *not_run(path, f'sample.py from the {label} model')]
             continue
         with open(path, encoding='utf-8', errors='replace') as f:
             text = f.read()
-        text = text[:sample_chars] + ('\n…' if len(text) > sample_chars else '')
+        text = text[:cfg.sample_chars] + ('\n…' if len(text) > cfg.sample_chars else '')
         lines += [f'**{label}** (`{path}`)', '', '```text', text.rstrip().replace('```', "'''"), '```', '']
     return lines
 
 
-def section_timings():
-    path, stages = stage_seconds()
+def section_timings(cfg):
+    path, stages = stage_seconds(cfg)
     if stages is None:
         return not_run(path, 'run.sh writes it')
     total = sum(r['seconds'] for r in stages) or 1
@@ -375,7 +384,7 @@ def section_timings():
     return [f'From `{path}`.', '', *table(['stage', 'time', 'share'], rows + [('all', seconds(total), '100%')])]
 
 
-def section_machine():
+def section_machine(cfg):
     def git(*args):
         try:
             return subprocess.run(['git', '-C', ROOT, *args], capture_output=True, text=True, timeout=10).stdout.strip()
@@ -403,25 +412,27 @@ SECTIONS = (('Summary', section_summary), ('Corpus', section_corpus), ('Tokenize
             ('Time per stage', section_timings), ('Code and machine', section_machine))
 
 
-def report_path():
-    return output or path_of('out', 'report.md')
+def report_path(cfg):
+    return cfg.output or path_of(cfg, 'out', 'report.md')
 
 
-def make_report():
+def make_report(cfg):
     lines = ['# MiniGPT-zh run report', '',
-             f'Made by `python report.py --work={work}` on {datetime.datetime.now():%Y-%m-%d %H:%M} from the '
-             f'files under `{work}`; each figure is read from the file named beside it.', '']
+             f'Made by `python report.py --work={cfg.work}` on {datetime.datetime.now():%Y-%m-%d %H:%M} from the '
+             f'files under `{cfg.work}`; each figure is read from the file named beside it.', '']
     for title, section in SECTIONS:
         lines += [f'## {title}', '']
         try:
-            lines += section()
+            lines += section(cfg)
         except Exception as e:  # a malformed file spoils its own section only; the rest of the report stands
             lines += [f'_Could not be read: {type(e).__name__}: {e}._', '']
     return '\n'.join(lines)
 
 
 def main():
-    text, path = make_report(), report_path()
+    cfg = Settings(work, output, corpus, pretrain_data, sft_data, tokenizer, pretrain, sft, examples, listed,
+                 sample_chars)
+    text, path = make_report(cfg), report_path(cfg)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + '.tmp', 'w', encoding='utf-8') as f:
         f.write(text)

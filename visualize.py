@@ -1,7 +1,7 @@
 """
 Loss curves from training logs: train and val loss against iterations, the learning rate on a second
-axis, one colour per run. Reads <out_dir>/log.jsonl (DESIGN.md §4) and, when an evaluation left one
-beside it, <out_dir>/perplexity_val.json for a bits-per-character mark.
+axis, one colour per run. Reads <out_dir>/log.jsonl (train.py's log: one {"iter", "split", "loss", "lr", ...}
+a line) and, when an evaluation left one beside it, <out_dir>/perplexity_val.json for a bits-per-character mark.
 
     python visualize.py --out_dir=out/pretrain,out/sft --output=out/loss.png      # fine-tuning after pretraining
     python visualize.py --out_dir=out/pretrain
@@ -12,9 +12,12 @@ at pretraining's last iteration, on a shaded band, because it is the same model 
 second model trained at the same time. --chain=False overlays the runs from iteration 0 to compare them.
 The raw train loss is drawn faint, and over it a centred moving average (--smoothing) that has no lag
 and no start-up bias: its window narrows towards the start, so the first point is the first loss. Val
-losses are points, joined by a line only when a run has enough of them to make one. Works without a display.
+losses are points, joined by a line only when a run has enough of them to make one. A loss that is NaN or
+infinite (a diverged step) leaves a gap in the raw line, and the smoothed line averages the finite losses around
+it. A torn last line of a log (a run killed mid-write) is skipped with a note. Works without a display.
 """
 import json
+import math
 import os
 import sys
 
@@ -42,22 +45,36 @@ title = ''  # figure title; '' means the run names
 REQUIRED = ('iter', 'split', 'loss')
 
 
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def read_log(folder):
-    """{'train': [(iter, loss, lr)], 'val': [...]} from folder/log.jsonl; a bad line stops with file:line."""
+    """
+    {'train': [(iter, loss, lr)], 'val': [...]} from folder/log.jsonl. A bad line stops with file:line, except
+    the last one when it is not JSON: a run killed while writing it leaves it torn, so it is skipped with a note.
+    """
     path = os.path.join(folder, 'log.jsonl')
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no training log (is --out_dir a folder train.py wrote?)")
-    curves = {'train': [], 'val': []}
+    curves, torn = {'train': [], 'val': []}, None
     for line_no, record, problem in jsonl_objects(path):
+        if torn:  # a bad line with lines after it is no torn last line
+            raise ValueError(torn)
         if problem:
-            raise ValueError(f"{path}:{line_no}: {problem[1]}")
+            torn = f"{path}:{line_no}: {problem[1]}"
+            continue
         for key in REQUIRED:
             if key not in record:
                 raise ValueError(f"{path}:{line_no}: no {key!r} field")
-        if not isinstance(record['loss'], (int, float)) or not isinstance(record['iter'], (int, float)):
+        if not is_number(record['loss']) or not is_number(record['iter']):
             raise ValueError(f"{path}:{line_no}: iter and loss must be numbers")
+        if not isinstance(record['split'], str):
+            raise ValueError(f"{path}:{line_no}: split must be a name such as \"train\", not {record['split']!r}")
         if record['split'] in curves:  # other splits, if a later train.py logs any, are not plotted
             curves[record['split']].append((record['iter'], record['loss'], record.get('lr')))
+    if torn:
+        print(f"note: {torn}; skipped it as the torn last line of a run stopped mid-write", file=sys.stderr)
     if not curves['train'] and not curves['val']:
         raise ValueError(f"{path}: empty, no train or val entries to plot")
     return curves
@@ -89,15 +106,23 @@ def smooth(values, share):
     half = int(share * n / 2)
     if half < 1:
         return list(values)
-    prefix = [0.0]
+    prefix, count = [0.0], [0]  # sums and counts of the finite values only: one NaN would spoil every later sum
     for v in values:
-        prefix.append(prefix[-1] + v)
+        finite = math.isfinite(v)
+        prefix.append(prefix[-1] + (v if finite else 0.0))
+        count.append(count[-1] + finite)
     out = []
     for i in range(n):
         h = min(half, i // 4)
         lo, hi = i - h, min(i + h, n - 1)
-        out.append((prefix[hi + 1] - prefix[lo]) / (hi + 1 - lo))
+        k = count[hi + 1] - count[lo]
+        out.append((prefix[hi + 1] - prefix[lo]) / k if k else math.nan)
     return out
+
+
+def finite(loss):
+    """The loss, or NaN for an infinite one: matplotlib leaves a gap at NaN, while inf stretches the axis."""
+    return loss if math.isfinite(loss) else math.nan
 
 
 def last_iter(curves):
@@ -138,12 +163,12 @@ def draw(runs, width_px, height_px, dpi=100, smoothing=0.1, title='', chain=True
             ax.text(x0, 0.02, f' {label} starts here', transform=data_x_axes_y, ha='left', va='bottom',  # the top holds the
                     fontsize='small', color=color)  # final val label when fine-tuning overfits
         if train:
-            iters, losses = [x0 + p[0] for p in train], [p[1] for p in train]
+            iters, losses = [x0 + p[0] for p in train], [finite(p[1]) for p in train]
             ax.plot(iters, losses, color=color, alpha=0.3, linewidth=0.8)
             ax.plot(iters, smooth(losses, smoothing), color=color, linewidth=1.8, label=f'{label} train')
         if val:
             many = len(val) >= val_line_min  # three points joined by lines suggest a curve nobody measured
-            ax.plot([x0 + p[0] for p in val], [p[1] for p in val], color=color, marker='o', markersize=4,
+            ax.plot([x0 + p[0] for p in val], [finite(p[1]) for p in val], color=color, marker='o', markersize=4,
                     linestyle='--' if many else 'none', linewidth=1.2, label=f'{label} val')
         mark = marks[i] if marks else None
         if mark:
@@ -185,6 +210,8 @@ def main():
         sys.exit("error: --out_dir names no folder")
     if not 0 <= smoothing <= 1 or val_line_min < 1:
         sys.exit(f"error: need 0 <= --smoothing <= 1 and --val_line_min >= 1 (got {smoothing}, {val_line_min})")
+    if not is_number(dpi) or not 10 <= dpi <= 1000:
+        sys.exit(f"error: --dpi={dpi}: expected pixels per inch from 10 to 1000, like 100")
     try:
         w, h = parse_size(size) if size else (width, height)
         if w < 100 or h < 100:
@@ -200,7 +227,9 @@ def main():
     plt.close(fig)
     for (label, curves), x0, mark in zip(runs, offsets(runs, chain), marks):
         last = {s: c[-1][1] for s, c in curves.items() if c}
+        bad = sum(not math.isfinite(p[1]) for c in curves.values() for p in c)
         print(f"{label}: {len(curves['train'])} train and {len(curves['val'])} val points"
+              + (f" ({bad} not finite, left as gaps)" if bad else '')
               + (f", drawn from iteration {x0:g}" if x0 else '') + '; last '
               + ', '.join(f'{s} loss {v:.4f}' for s, v in last.items())
               + (f'; {mark[2]:.3f} bits/char on val' if mark else ''))

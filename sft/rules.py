@@ -1,9 +1,10 @@
-"""
+r"""
 The offline backend of sft/sft_generate.py: question/answer pairs read off the facts an article states
 outright, found with word lists and regular expressions instead of a model.
 
     python sft/sft_generate.py --backend=rules --input_dir=data/people_daily   # the pairs of a whole corpus
     python sft/rules.py "长江是中国第一长河。故宫位于北京市中心。"   # what the rules find in one text
+    python sft/rules.py "$(printf '王家坝\n\n王家坝是安徽省阜南县的一个行蓄洪区。')"   # an entry: title, blank line, body
 
 Why rules and not a model: they run offline in seconds, with no server and no key; the same articles give the
 same bytes on every run; and every answer is a verbatim span of the article, so the tiny model trained on them
@@ -13,9 +14,11 @@ What they ask: a fact stated in one clause, by that clause's own subject, with a
 text: X是什么？ (or 是谁？; and for "X是<the only Y>" also Y是什么？ -> X), X位于哪里？, X被誉为什么？,
 X成立于何时？, X于何时<verb>？, <event>是在什么时候？, X达多少<unit>？, X在哪里举行？, 美国总统是谁？.
 A clause whose subject is a pronoun, adverb, verb, time word, number or bare generality asks nothing.
+An encyclopedia entry ("<title>\n\n<body>", as Wikipedia dumps are) is first asked about its title, from the
+clauses of its opening sentence: <title>是什么？ (or 是谁？), <title>简称/又称/字什么？, <title>位于哪里？, ...
 next_sentence=True adds “<sentence>”的下一句是什么？ pairs (recall, not facts).
 
-This module only finds candidates; the second command prints them all, one JSON object a line.
+This module only finds candidates; the second and third commands print them all, one JSON object a line.
 sft_generate.py then keeps those that pass the checks every pair passes (lengths, pronouns, grounding), asks
 each question once in the whole output, and keeps at most --max_pairs of them per article.
 """
@@ -32,7 +35,7 @@ _PRONOUN = re.compile(r'(?<!其)[他她它]|这|(?<![应活])该|(?<![因如彼]
 # end nouns (>= 90% of the 2+ character words ending in one are nouns in PKU's tagged People's Daily of January
 # 1998; plus heads such as 业 or 场 whose verbs, 就业 or 在场, the other checks catch), _X_BAD_START the words a
 # clause without a subject begins with (pronouns, conjunctions, prepositions, adverbs, verbs, relative times).
-_SENTENCE = re.compile(r'[^。！？]+[。！？]+[”’」』）]*')  # a closing quote after 。 belongs to its sentence
+_SENTENCE_END = re.compile(r'[。！？]+[”’」』）]*')  # a closing quote after 。 belongs to its sentence
 _CLAUSE = re.compile(r'[^，；：,;:。！？]+')
 _LEAD = re.compile(r'^(?:[（(][一二三四五六七八九十\d０-９]+[)）]|[一二三四五六七八九十\d０-９]+[、.．]|[●○■□◆◇△▲★☆※·—-]+)?'
                    r'(?:而且|而|但是|但|并且|并|同时|因此|所以|其实|当然|然而|不过|此外|另外|可见|于是|因而|从而|可是|总之|据悉)?')
@@ -99,6 +102,148 @@ _TITLED = re.compile(r'(?:^|(?<=[，。、：；“（了与和同及向对由�
 _UNIQUE = re.compile('最|唯一|第一|首都|省会|首府|故乡|发源地')  # "X是Y" where only X is Y: Y是什么？ asks for X too
 
 
+def sentences(text):
+    """
+    The text's sentences, stripped, each ending in 。！？ (a tail without one is no sentence), in one pass over
+    the sentence ends: a pattern that must end in 。 and is retried from every position of a long tail without
+    one takes time quadratic in the tail's length (minutes for a 60,000-character paragraph).
+    """
+    found, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        if m.start() > start:  # end marks with nothing before them close no sentence
+            sentence = text[start:m.end()].strip()
+            if sentence:
+                found.append(sentence)
+        start = m.end()
+    return found
+
+
+# An encyclopedia entry ("王家坝\n\n王家坝是安徽省阜南县的一个行蓄洪区，位于……。") names its subject in its title,
+# and its opening sentence defines that subject: every clause of that sentence that opens with a verb (是, 位于,
+# 简称, 成立于 ...) says it of the title's subject, so those clauses are read without guessing their subject
+_TITLE_NOTE = re.compile(r'\s*[（(][^（）()]*[）)]\s*$')  # 水星 (行星): the note that tells two entries apart
+_ENTRY_SPLIT = re.compile('[，,；;：:]')
+_ENTRY_VERB = re.compile(  # what may follow the title's subject directly: 黄山位于…, 淝水之战发生于383年
+    r'(?:是|为|即|位于|地处|坐落|总部|(?:成立|建立|创立|创办|创建|始建|建成|创刊|发生|出生|生)于|又称|简称|又名)')
+_DEFINED = re.compile(r'(?:原|曾|也|又|则|乃|就|便|都|正)?(?P<v>是指|是|即|为(?![了何此主止首])|指(?![出导挥示责定望]))(?P<y>.+)')
+_NAMED = re.compile(r'(?P<v>简称|又称|又名|亦称|通称|统称|原名|本名|全名|别称|别名|俗称|古称|旧称|全称|世称|笔名|艺名|字|号|又号|'
+                    r'别号|自号|小字|名)(?P<y>.+)')
+_PRAISED = re.compile(r'被(?:后人|后世|世人|人们)?(?P<v>誉为|称为|称作|尊为)(?P<y>.+)')
+_LOCATED = re.compile(r'(?P<v>总部)?(?:位于|地处|坐落于|坐落在)(?P<y>.+)')
+_SINCE = re.compile(f'(?P<v>成立|建立|创立|创办|创建|始建|建成|创刊|发生|出生|生)于(?P<y>{_DATE})')
+_DATED_ENTRY = re.compile(f'(?P<y>{_DATE})(?:在[^，]{{2,16}})?(?P<v>成立|创立|创办|创刊|建成|落成|开馆|开播|开始试播)')
+_PERSON_END = ('人', '家', '者', '员', '师', '士', '手', '帝', '王', '相', '将', '官', '君主', '公主')
+ENTRY_ANSWER_CHARS = 40  # the longest answer from an entry: a definition may run on past a comma, up to this
+
+
+def entry_title(raw):
+    """
+    The title of an encyclopedia-shaped text, "<title>\n\n<body>" (a short first line without 。 and a blank
+    line: the head data_utils.clean_article drops), or ''.
+    """
+    head, sep, rest = raw.strip().partition('\n\n')
+    head = head.strip()
+    if not sep or not rest.strip() or '\n' in head or not 1 <= len(head) <= 30 or re.search('[。！？，]', head):
+        return ''
+    return head
+
+
+def _alias_end(text):
+    """Where a parenthesis opening the text closes (李白（701年－762年）, X（英语：Y（Z））), or 0."""
+    depth = 0
+    for i, c in enumerate(text):
+        depth += (c in '（(') - (c in '）)')
+        if depth <= 0:
+            return i + 1 if i else 0
+    return 0
+
+
+def entry_subject(title, text):
+    """
+    (the subject as the text writes it, the rest of its opening sentence) when the text opens with the title's
+    subject, else None. The alias after the subject is skipped first: 司马迁（前145年－？） holds a ？ that ends no
+    sentence.
+    """
+    core = _TITLE_NOTE.sub('', title).strip()
+    if not core or not text:
+        return None
+    cut = re.search(r'[（(，,；;：:。！？]|是', text)
+    head = text[:cut.start()] if cut else ''
+    alias = _alias_end(text[len(head):])  # 李白（701年－762年）, 西湖（West Lake）: skipped
+    after = text[len(head):][alias:]
+    names = head.strip('《》') == core or head.startswith(core) and len(head) - len(core) <= 6 \
+        or head.endswith(core) and len(head) - len(core) <= 3 or core in text[len(head):len(head) + alias]
+    if head and names and not re.search(r'[\d０-９]', head[len(core):] if head.startswith(core) else head):
+        found = sentences(after)
+        return (head, found[0]) if found and after.startswith(found[0][:1]) else None
+    found = sentences(text)
+    if found and found[0].startswith(core) and _ENTRY_VERB.match(found[0], len(core)):  # 黄山位于…, 淝水之战发生于…
+        return core, found[0][len(core):]
+    return None
+
+
+def _entry_answer(y, clauses, k, least=2, most=ENTRY_ANSWER_CHARS):
+    """The answer a clause's predicate gives: quotes around the whole of it dropped, or None when it is no answer."""
+    y = y.strip()
+    verb = '的' not in y and re.search('[于在把将]', y)  # 是指起始于古代中国，…的路线: a verb phrase, not the noun
+    if '的' not in y and (verb or y[-1:] not in _NOUN_END):  # 是植物…利用光能，…的过程: the phrase goes on
+        for j in range(k + 1, len(clauses)):
+            if _ENTRY_VERB.match(clauses[j]) or _NAMED.match(clauses[j]):  # 即农历新年，是…: the next one says more
+                break
+            if '的' in clauses[j] or clauses[j][-1:] in _NOUN_END:  # …的古代陆上商业贸易路线: the noun phrase ends
+                y, verb = '，'.join([y, *clauses[k + 1:j + 1]]), False
+                break
+    if verb:
+        return None
+    if len(y) >= 2 and y[0] == '“' and y[-1] == '”' and y.count('“') == 1:
+        y = y[1:-1]
+    if not least <= len(y) <= most or not _balanced(y) or _ASKING.search(y) or _PRONOUN.search(y) \
+            or y.endswith('的') or y.startswith(_Y_BAD_START):
+        return None
+    return y
+
+
+def entry_candidates(title, text):
+    """Pairs about an entry's subject from the first sentence of its body, the definition first."""
+    subject = entry_subject(title, text)
+    if not subject:
+        return
+    x, rest = subject
+    clauses = [c.strip() for c in _ENTRY_SPLIT.split(_SENTENCE_END.sub('', rest))]
+    defined = False
+    for k, clause in enumerate(clauses):
+        m = _DEFINED.fullmatch(clause)
+        if m and not defined and not clause.startswith('为了'):
+            y = _entry_answer(m['y'], clauses, k)
+            if y:
+                person = y.endswith(_PERSON_END) and not y.endswith(('国家', '人家', '老家'))
+                defined = True
+                yield {'question': f"{x}是{'谁' if person else '什么'}？", 'answer': y}
+            continue
+        m = _NAMED.fullmatch(clause)
+        if m:
+            short = m['v'] in ('字', '号', '自号', '小字', '名')  # 字太白: a name of a few characters, nothing else
+            y = _entry_answer(m['y'], [], k, least=1, most=4 if short else 20)
+            if y and not (short and not re.fullmatch('[\u4e00-\u9fff]+', y)):
+                yield {'question': f"{x}{m['v']}什么？", 'answer': y}
+            continue
+        for pattern, question in ((_PRAISED, '{x}被{v}什么？'), (_LOCATED, '{x}{v}位于哪里？'),
+                                  (_SINCE, '{x}{v}于何时？'), (_DATED_ENTRY, '{x}于何时{v}？')):
+            m = pattern.fullmatch(clause) if pattern is not _SINCE else pattern.match(clause)
+            y = m and _entry_answer(m['y'], [], k, least=2, most=20 if pattern is _LOCATED else 16)
+            if y:
+                yield {'question': question.format(x=x, v=m['v'] or ''), 'answer': y}
+                break
+        else:  # 杜甫（712年－770年），字子美，唐代伟大的现实主义诗人: an apposition, in a person's entry
+            if not defined and k > 0 and (re.search('[的、]', clause) or len(clause) >= 5) \
+                    and clause.endswith(('家', '诗人', '学者')) \
+                    and not re.search('[于在了着是被有]', clause):
+                y = _entry_answer(clause, [], k)
+                if y:
+                    defined = True
+                    yield {'question': f'{x}是谁？', 'answer': y}
+
+
 def _balanced(text):
     return all(text.count(a) == text.count(b) for a, b in ('《》', '“”', '（）', '()', '『』', '「」'))
 
@@ -150,10 +295,14 @@ def clause_pairs(name, m, question):
     return pairs
 
 
-def rules_candidates(text, next_sentence=False):
-    """Pairs from the text itself, in reading order; next_sentence: then the sentence after each sentence."""
-    sentences = [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
-    for sentence in sentences:
+def rules_candidates(text, next_sentence=False, title=''):
+    """
+    Pairs from the text itself, in reading order; title (an encyclopedia entry's, see entry_title): first the
+    pairs about it from the opening sentence; next_sentence: last the sentence after each sentence.
+    """
+    if title:
+        yield from entry_candidates(title, text)
+    for sentence in sentences(text):
         if '？' in sentence or '?' in sentence:
             continue
         clauses = [_LEAD.sub('', c.strip()) for c in _CLAUSE.findall(sentence)]
@@ -177,7 +326,8 @@ def rules_candidates(text, next_sentence=False):
                     and not re.search('[副的和与及]|^[省市县区乡镇村厂校院局部]|^(?:政府|党委|公司|集团|协会|俱乐部)$', m['o']):
                 yield {'question': f"{m['x']}是谁？", 'answer': m['y']}  # 副: deputies are many
     if next_sentence:
-        for first, following in zip(sentences, sentences[1:]):
+        found = sentences(text)
+        for first, following in zip(found, found[1:]):
             if _balanced(first) and _balanced(following):
                 yield {'question': f'“{first.rstrip("。！？")}”的下一句是什么？', 'answer': following}
 
@@ -185,7 +335,8 @@ def rules_candidates(text, next_sentence=False):
 if __name__ == '__main__':
     if len(sys.argv) != 2:
         sys.exit('usage: python sft/rules.py "<Chinese text>"')
-    found = list(rules_candidates(sys.argv[1]))
+    title = entry_title(sys.argv[1])
+    found = list(rules_candidates(sys.argv[1].strip().partition('\n\n')[2] if title else sys.argv[1], title=title))
     for pair in found:
         print(json.dumps(pair, ensure_ascii=False))
     if not found:  # the rules ask only where they are sure of the subject, so silence is common

@@ -1,5 +1,5 @@
 """
-Question/answer pairs for SFT, made from the pretraining articles (DESIGN.md §3).
+Question/answer pairs for SFT, made from the pretraining articles.
 
     python sft/sft_generate.py --backend=rules --input_dir=data/people_daily          # offline, no model
     python sft/sft_generate.py --backend=rules --input_dir=data/people_daily --limit=200 --next_sentence=True
@@ -15,23 +15,31 @@ is dropped with its article, which is made again. An article that fails every at
 failed, not the article): then it is tried again and its old record removed. Each article ends up once, in one file.
 
 openai backend: any OpenAI-compatible chat endpoint; the key is read from the environment variable named by
---api_key_env (never a flag, never printed). Every way a request can fail (no connection, a timeout, an HTTP
-error, a 200 whose body is not JSON, is HTML or a list, has no choices[0].message, is not UTF-8) is a failed
-attempt: retried with backoff, then an "http" reject; the run goes on. Two things stop it with exit 1, marking
-no article: HTTP 401/403/404 (the key, --model or --base_url is wrong), and --max_down articles in a row whose
-every request got no answer at all (the server is down). Replies are parsed leniently (code fences, prose,
-a JSON array, one object per line, full-width quotes) and checked strictly: 3-6 pairs, no empty or over-long
-field, no control or U+FFFD character, no repeated question, no pronoun in the question, every answer grounded
-in the article: after NFKC and dropping spaces and punctuation, it occurs there, or 80% of its characters occur
-there in order and it shares a run of min(8, half its length) characters with it.
+--api_key_env (never a flag, never printed). --timeout bounds each whole request (connecting, sending, the
+reply's last byte), so a server that drips its reply a byte at a time times out too. Every way a request can
+fail (no connection, a timeout, an HTTP error, a 200 whose body is not JSON, is HTML or a list, has no
+choices[0].message, is not UTF-8) is a failed attempt: retried with backoff, then an "http" reject; the run
+goes on. Two things stop it with exit 1, marking no article: HTTP 401/403/404 (the key, --model or --base_url
+is wrong), and --max_down articles in a row whose every request got no answer at all (the server is down).
+Replies are parsed leniently (code fences, prose, a JSON array, one object per line, full-width quotes) and
+checked strictly: 3-6 pairs, no empty or over-long field, no control or U+FFFD character, no repeated question,
+no pronoun in the question, every answer grounded in the article: after NFKC and dropping spaces and
+punctuation, it occurs there, or 80% of its characters occur there in order and it shares a run of
+min(8, half its length) characters with it.
 
 rules backend: deterministic and offline, made for a tiny model to memorise: sft/rules.py finds the facts an
 article states outright (X是什么？, X位于哪里？, X成立于何时？ ...) and copies each answer from the text (see what
 it finds in one text: `python sft/rules.py "长江是中国第一长河。"`). Its pairs pass the same checks as an LLM's,
 a question is asked once in the whole output, and --next_sentence=True adds “<sentence>”的下一句是什么？ pairs
 (recall, not facts). An article with at least one pair (not --min_pairs: rules cannot invent more) is accepted.
+An encyclopedia entry ("<title>\\n\\n<body>") is first asked about its title (王家坝是什么？).
+
+Another script asks any OpenAI-compatible server one question with ask_chat (see its docstring):
+
+    from sft.sft_generate import ChatError, ask_chat
 """
-import functools
+import http.client
+import io
 import json
 import os
 import re
@@ -39,6 +47,8 @@ import sys
 import threading
 import time
 import unicodedata
+import urllib.parse
+from collections import namedtuple
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 from difflib import SequenceMatcher
 from itertools import takewhile
@@ -46,7 +56,7 @@ from itertools import takewhile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from data_utils import clean_article, find_jsonl, iter_articles  # noqa: E402
-from sft.rules import _PRONOUN, rules_candidates  # noqa: E402
+from sft.rules import _PRONOUN, entry_title, rules_candidates  # noqa: E402
 
 # -----------------------------------------------------------------------------
 input_dir = 'data/people_daily'  # folder walked recursively for *.jsonl (as data/prepare.py)
@@ -56,8 +66,8 @@ backend = 'openai'  # 'openai' (any OpenAI-compatible chat endpoint) or 'rules' 
 base_url = 'http://localhost:1234/v1'  # LM Studio's default; vLLM/Ollama/OpenAI work the same
 model = 'qwen2-7b-instruct'
 api_key_env = 'OPENAI_API_KEY'  # name of the environment variable holding the key
-temperature = 0.45  # the seed's
-timeout = 120.0  # seconds per request: a 7B model on a laptop answers within a minute; twice that is a hang
+temperature = 0.45  # low: pairs copied from the article, with a little variety between retries
+timeout = 120.0  # seconds per whole request: a 7B model on a laptop answers within a minute; twice that is a hang
 max_attempts = 4  # requests per article before it goes to the rejects file
 backoff = 1.0  # seconds before the second attempt, doubling after each failure (1+2+4 s in all)
 concurrency = 4  # requests in flight
@@ -88,6 +98,8 @@ _A = r'["“”＂]?(?:answer|答案)["“”＂]?\s*[:：]\s*["“”＂](.*?)[
 _LOOSE = re.compile(r'[{｛]\s*' + _Q + r'\s*[,，]\s*' + _A + r'\s*[}｝]')  # full-width quotes and colons
 _BAD_CHARS = re.compile('[\x00-\x1f\x7f-\x9f\ufffd\ud800-\udfff]')
 _KEYS = {'question': 'question', '问题': 'question', 'answer': 'answer', '答案': 'answer'}
+# what every accepted set of pairs keeps to; main() makes it from --min_pairs ... --max_answer_chars
+Limits = namedtuple('Limits', 'min_pairs max_pairs max_question_chars max_answer_chars')
 
 
 def parse_pairs(reply):
@@ -132,9 +144,9 @@ def grounded(answer, article_norm):
     return hits >= 0.8 * len(a) and run >= min(8, len(a) / 2)
 
 
-def pair_problem(pair, article_norm):
+def pair_problem(pair, article_norm, limits):
     """(reason, detail) for the first thing wrong with one pair, or None."""
-    for field, most in (('question', max_question_chars), ('answer', max_answer_chars)):
+    for field, most in (('question', limits.max_question_chars), ('answer', limits.max_answer_chars)):
         text = pair[field]
         if not text:
             return 'empty', f'empty {field}'
@@ -149,16 +161,16 @@ def pair_problem(pair, article_norm):
     return None
 
 
-def check_pairs(pairs, article_norm, least=None):
-    """(reason, detail) if this set of pairs cannot be accepted for the article, else None."""
-    least = min_pairs if least is None else least
+def check_pairs(pairs, article_norm, limits, least=None):
+    """(reason, detail) if this set of pairs cannot be accepted for the article, else None. least: limits' own."""
+    least = limits.min_pairs if least is None else least
     if not pairs:
         return 'no_pairs', 'no {"question": ..., "answer": ...} object in the reply'
-    if not least <= len(pairs) <= max_pairs:
-        return 'count', f'{len(pairs)} pairs, expected {least} to {max_pairs}'
+    if not least <= len(pairs) <= limits.max_pairs:
+        return 'count', f'{len(pairs)} pairs, expected {least} to {limits.max_pairs}'
     seen = set()
     for pair in pairs:
-        problem = pair_problem(pair, article_norm)
+        problem = pair_problem(pair, article_norm, limits)
         if problem:
             return problem
         key = normalize(pair['question'])
@@ -170,69 +182,99 @@ def check_pairs(pairs, article_norm, least=None):
 
 # ----------------------------------------------------------------------------- rules backend (sft/rules.py)
 
-def rules_pairs(text, asked):
+def rules_pairs(text, asked, limits, title='', next_sentence=False):
     """
-    Up to max_pairs valid candidates (the same checks as an LLM's pairs), first come first kept. asked holds
-    the questions given so far, in any article: a question has one answer in the whole output.
+    Up to limits.max_pairs valid candidates (the same checks as an LLM's pairs), first come first kept. asked
+    holds the questions given so far, in any article: a question has one answer in the whole output. title: an
+    encyclopedia entry's (the text is its body), whose opening sentence defines it.
     """
     article_norm, pairs = normalize(text), []
-    for pair in rules_candidates(text, next_sentence):
+    for pair in rules_candidates(text, next_sentence, title):
         key = normalize(pair['question'])
-        if key not in asked and pair['answer'] in text and not pair_problem(pair, article_norm):
+        if key not in asked and pair['answer'] in text and not pair_problem(pair, article_norm, limits):
             asked.add(key)
             pairs.append(pair)
-            if len(pairs) == max_pairs:
+            if len(pairs) == limits.max_pairs:
                 break
     return pairs
 
 
-# ----------------------------------------------------------------------------- work per article
+# ----------------------------------------------------------------------------- an OpenAI-compatible chat endpoint
 
-stopping = threading.Event()  # set by the main thread when the run ends early: workers then give up their article
-
-
-class RequestFailed(Exception):
-    """A request without a usable reply. kind: 'down' (no answer: refused, reset, timed out), 'status' (an HTTP
-    error), 'reply' (a 2xx that is no chat completion), 'refused' (401/403/404: the settings, not the article)."""
+class ChatError(Exception):
+    """
+    A chat request without a usable reply. kind: 'down' (no answer: refused connection, reset, the timeout),
+    'status' (an HTTP error), 'reply' (a 2xx that is no chat completion), 'refused' (HTTP 401/403/404: the key,
+    the model or the URL is wrong, whatever is asked). body: what the server sent, if anything (2,000 characters).
+    """
     def __init__(self, kind, detail, body=''):
         super().__init__(detail)
         self.kind, self.body = kind, body
 
 
-def make_pairs(ask, article, asked=None):
+class _DeadlineSocket:
     """
-    (pairs, None) once accepted, (None, reject record) after max_attempts, or (None, None) when the run is
-    stopping. ask(text, hint) -> reply text or RequestFailed; ask=None is the rules backend (asked: its questions).
+    A connected socket whose every read and write ends by one deadline. A socket's own timeout restarts at each
+    byte received, so a server dripping a byte every half second would hold a request as long as it liked.
     """
-    article_id, path, line_no, text = article
-    reject = {'id': article_id, 'source': f'{path}:{line_no}', 'reason': 'empty_article',
-              'detail': 'nothing left after cleaning', 'attempts': 0, 'reply': ''}
-    if not text:
-        return None, reject
-    article_norm, hint = normalize(text), ''
-    for attempt in range(1 if ask is None else max_attempts):  # the rules never change their mind
-        if attempt and stopping.wait(backoff * 2 ** (attempt - 1)) or stopping.is_set():
-            return None, None
-        reject['attempts'], kind = attempt + 1, None
-        if ask is None:
-            pairs = rules_pairs(text, asked)
-            reply = json.dumps(pairs, ensure_ascii=False)
-        else:
-            try:
-                reply = ask(text, hint)
-            except RequestFailed as e:
-                why, reply, kind = ('http', str(e)), e.body, e.kind
-                if kind == 'refused':
-                    break
-                continue
-            pairs = parse_pairs(reply)
-        # --min_pairs keeps an LLM from stopping early; the rules cannot invent more than the text holds
-        why = check_pairs(pairs, article_norm, least=None if ask else 1)
-        if why is None:
-            return pairs, None
-        hint = RETRY_HINT.format(why[1])
-    reject.update(reason=why[0], detail=why[1], reply=reply)
-    return None, dict(reject, kind=kind) if kind else reject
+    def __init__(self, sock, deadline):
+        self.sock, self.deadline = sock, deadline
+
+    def _arm(self):
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError('deadline passed')
+        self.sock.settimeout(left)
+
+    def sendall(self, data):
+        self._arm()
+        self.sock.sendall(data)
+
+    def recv_into(self, buffer):
+        self._arm()
+        return self.sock.recv_into(buffer)
+
+    def makefile(self, mode):  # what http.client reads the status line, headers and body through
+        return io.BufferedReader(_Reader(self))
+
+    def close(self):  # http.client closes its socket before reading an HTTP/1.0 body: post_json closes it after
+        pass
+
+
+class _Reader(io.RawIOBase):
+    def __init__(self, sock):
+        super().__init__()
+        self.sock = sock
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        return self.sock.recv_into(buffer)
+
+
+def post_json(url, payload, headers, timeout):
+    """(HTTP status, body bytes) of one POST of payload as JSON; all of it takes at most timeout seconds."""
+    deadline = time.monotonic() + timeout
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ('http', 'https') or not parts.hostname:
+        raise ValueError(f'{url!r} is not an http:// or https:// URL')
+    connection = (http.client.HTTPSConnection if parts.scheme == 'https' else http.client.HTTPConnection)(
+        parts.hostname, parts.port, timeout=timeout)
+    sock = None
+    try:
+        connection.connect()
+        sock = connection.sock
+        connection.sock = _DeadlineSocket(sock, deadline)
+        connection.request('POST', (parts.path or '/') + (f'?{parts.query}' if parts.query else ''),
+                           json.dumps(payload, ensure_ascii=False).encode('utf-8'),
+                           {'Content-Type': 'application/json', 'Accept': 'application/json', **headers})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+        if sock is not None:
+            sock.close()
 
 
 def chat_text(body):
@@ -252,62 +294,107 @@ def chat_text(body):
     return message.get('content') or ''
 
 
-@functools.lru_cache(maxsize=8)
-def chat_client(base_url, key, timeout):
-    """One client per server, key and timeout, shared by every request (and thread): connections are reused."""
-    import openai
-    return openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
-
-
-def ask_chat(messages, base_url, model, api_key_env, timeout, temperature):
+def ask_chat(messages, base_url, model, api_key_env='OPENAI_API_KEY', timeout=120.0, temperature=0.45, attempts=1,
+             backoff=1.0, stop=None):
     """
-    One chat request to any OpenAI-compatible server: the reply's text, or RequestFailed(kind, detail) for any
-    failure of the request (kinds as in RequestFailed). The key is read from the environment variable named
-    api_key_env; unset, a placeholder is sent (local servers such as LM Studio, Ollama and vLLM accept any key).
-    No retries here: the caller decides what a failure costs.
+    The reply text of one chat completion from an OpenAI-compatible server (LM Studio, vLLM, Ollama, OpenAI):
+
+        ask_chat(messages, base_url, model, api_key_env='OPENAI_API_KEY', timeout=120.0, temperature=0.45,
+                 attempts=1, backoff=1.0, stop=None) -> str
+
+    messages: the user's prompt (a str) or OpenAI's list of {"role": ..., "content": ...}. base_url: up to /v1
+    (http://localhost:1234/v1); the request goes to <base_url>/chat/completions. api_key_env: the name of the
+    environment variable holding the key (a placeholder is sent when it is unset: local servers take any key).
+    timeout: seconds for each whole request, from connecting to the reply's last byte. attempts: requests in
+    all; a failed one is tried again after backoff seconds, doubling each time, except a 'refused' one. stop:
+    a threading.Event that, once set, ends the waiting between attempts (the last failure is raised).
+    Raises ChatError (see its kinds) when no attempt gave a reply, and ValueError for a base_url that is no
+    http(s) URL. A caller that sees kind 'down' on several questions in a row should stop: the server is down.
     """
-    import openai
-    client = chat_client(base_url, os.environ.get(api_key_env) or 'not-set', timeout)
-    # the one place where a request's outcome is decided: the client only fetches the raw body (its own parsing
-    # turns an HTML or list body into a str or list, which then fails far from here); chat_text reads it
-    try:
-        body = client.chat.completions.with_raw_response.create(
-            model=model, temperature=temperature, messages=messages).http_response.content
-    except openai.APITimeoutError:
-        raise RequestFailed('down', f'no reply within {timeout}s')
-    except openai.APIConnectionError as e:
-        raise RequestFailed('down', f'connection failed: {e.__cause__ or e}')
-    except openai.APIStatusError as e:
-        kind = 'refused' if e.status_code in (401, 403, 404) else 'status'
-        raise RequestFailed(kind, f'HTTP {e.status_code}', e.response.text[:2000])
-    except openai.OpenAIError as e:  # whatever else the client raises is still one failed request
-        raise RequestFailed('reply', f'{type(e).__name__}: {e}')
-    try:
-        return chat_text(body)
-    except ValueError as e:
-        raise RequestFailed('reply', str(e), body[:2000].decode('utf-8', 'replace'))
+    if attempts < 1:
+        raise ValueError(f'attempts={attempts}: at least 1')
+    if isinstance(messages, str):
+        messages = [{'role': 'user', 'content': messages}]
+    url = base_url.rstrip('/') + '/chat/completions'
+    headers = {'Authorization': f"Bearer {os.environ.get(api_key_env) or 'not-set'}"}
+    for attempt in range(attempts):
+        if attempt and stop is not None and stop.wait(backoff * 2 ** (attempt - 1)):
+            break
+        if attempt and stop is None:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        try:
+            status, body = post_json(url, {'model': model, 'temperature': temperature, 'messages': messages},
+                                     headers, timeout)
+        except TimeoutError:
+            failure = ChatError('down', f'no complete reply within {timeout:g}s')
+        except (OSError, http.client.HTTPException) as e:  # refused, reset, closed without an answer, TLS
+            failure = ChatError('down', f'connection failed: {type(e).__name__}: {e}')
+        else:
+            text = body[:2000].decode('utf-8', 'replace')
+            if status in (401, 403, 404):
+                raise ChatError('refused', f'HTTP {status}', text)
+            if not 200 <= status < 300:
+                failure = ChatError('status', f'HTTP {status}', text)
+            else:
+                try:
+                    return chat_text(body)
+                except ValueError as e:
+                    failure = ChatError('reply', str(e), text)
+    raise failure
 
 
-def openai_asker():
-    """ask(text, hint) -> reply text, through ask_chat; any failure of the request is RequestFailed."""
-    if not os.environ.get(api_key_env):
-        print(f"note: ${api_key_env} is not set; sending a placeholder key", file=sys.stderr)
+def article_messages(text, hint, limits, max_article_chars):
+    """The chat messages that ask for an article's pairs (hint: why the last reply was not accepted, or '')."""
+    prompt = PROMPT.format(lo=limits.min_pairs, hi=limits.max_pairs, max_q=limits.max_question_chars,
+                           max_a=limits.max_answer_chars, hint=hint, article=text[:max_article_chars])
+    return [{'role': 'system', 'content': SYSTEM}, {'role': 'user', 'content': prompt}]
 
-    def ask(text, hint):
-        prompt = PROMPT.format(lo=min_pairs, hi=max_pairs, max_q=max_question_chars, max_a=max_answer_chars,
-                               hint=hint, article=text[:max_article_chars])
-        return ask_chat([{'role': 'system', 'content': SYSTEM}, {'role': 'user', 'content': prompt}],
-                        base_url, model, api_key_env, timeout, temperature)
-    return ask
 
+# ----------------------------------------------------------------------------- work per article
+
+def make_pairs(ask, article, limits, attempts, backoff, stopping, asked=None, next_sentence=False):
+    """
+    (pairs, None) once accepted, (None, reject record) after `attempts` tries, or (None, None) when stopping
+    (a threading.Event) is set. ask(text, hint) -> reply text or ChatError; ask=None is the rules backend
+    (asked: its questions so far; next_sentence: its flag). backoff: seconds before the second try, doubling.
+    """
+    article_id, path, line_no, text, title = article
+    reject = {'id': article_id, 'source': f'{path}:{line_no}', 'reason': 'empty_article',
+              'detail': 'nothing left after cleaning', 'attempts': 0, 'reply': ''}
+    if not text:
+        return None, reject
+    article_norm, hint = normalize(text), ''
+    for attempt in range(1 if ask is None else attempts):  # the rules never change their mind
+        if attempt and stopping.wait(backoff * 2 ** (attempt - 1)) or stopping.is_set():
+            return None, None
+        reject['attempts'], kind = attempt + 1, None
+        if ask is None:
+            pairs = rules_pairs(text, asked, limits, title, next_sentence)
+            reply = json.dumps(pairs, ensure_ascii=False)
+        else:
+            try:
+                reply = ask(text, hint)
+            except ChatError as e:
+                why, reply, kind = ('http', str(e)), e.body, e.kind
+                if kind == 'refused':
+                    break
+                continue
+            pairs = parse_pairs(reply)
+        # --min_pairs keeps an LLM from stopping early; the rules cannot invent more than the text holds
+        why = check_pairs(pairs, article_norm, limits, least=None if ask else 1)
+        if why is None:
+            return pairs, None
+        hint = RETRY_HINT.format(why[1])
+    reject.update(reason=why[0], detail=why[1], reply=reply)
+    return None, dict(reject, kind=kind) if kind else reject
 
 # ----------------------------------------------------------------------------- output files
 
 def repair_tail(path):
     """
     Drops a torn last line (a run killed mid-write) and the complete lines before it that share its article
-    id, so that article is made again. A bad line elsewhere is an error: the file is someone's data. Returns
-    the parsed records that remain.
+    id, so that article is made again. A bad line elsewhere is a ValueError: the file is someone's data.
+    Returns the parsed records that remain.
     """
     if not os.path.exists(path):
         return []
@@ -321,7 +408,7 @@ def repair_tail(path):
             assert isinstance(record, dict) and isinstance(record.get('id'), int)
         except (ValueError, AssertionError):
             if line_no < len(lines):
-                sys.exit(f"error: {path}:{line_no}: not a JSON object with an integer 'id'; fix or remove the line")
+                raise ValueError(f"{path}:{line_no}: not a JSON object with an integer 'id'; fix or remove the line")
             torn, lines = True, lines[:-1]  # a final line that does not parse counts as torn too
             break
         records.append(record)
@@ -357,22 +444,37 @@ def main():
             sys.exit(f"error: --{name}={value}: must be above 0")
     if not os.path.isdir(input_dir) or not find_jsonl(input_dir):
         sys.exit(f"error: --input_dir={input_dir}: no such folder, or no *.jsonl files in it or below it")
+    parts = urllib.parse.urlsplit(base_url)
+    if backend == 'openai' and (parts.scheme not in ('http', 'https') or not parts.hostname):
+        sys.exit(f"error: --base_url={base_url!r}: expected an http:// or https:// URL, like http://localhost:1234/v1")
     for path in (output, rejects):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    saved = repair_tail(output)
+    try:
+        saved = repair_tail(output)
+        # a rerun tries again the articles that failed for the server's sake (http), each replacing its earlier
+        # record; those rejected for what the model (or the rules) made of them stay rejected
+        earlier = repair_tail(rejects)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     done = {r['id'] for r in saved}
-    # a rerun tries again the articles that failed for the server's sake (http), each replacing its old record;
-    # those rejected for what the model (or the rules) made of them stay rejected
-    old = repair_tail(rejects)
-    kept = {r['id']: r for r in old if r['id'] not in done and r.get('reason') != 'http'}
-    if len(kept) < len(old):
+    kept = {r['id']: r for r in earlier if r['id'] not in done and r.get('reason') != 'http'}
+    if len(kept) < len(earlier):
         with open(rejects + '.tmp', 'wb') as f:
             append_lines(f.fileno(), kept.values())
         os.replace(rejects + '.tmp', rejects)
     asked = {normalize(r.get('question', '')) for r in saved}  # the rules ask each question once in all
-    ask = openai_asker() if backend == 'openai' else None
+    limits = Limits(min_pairs, max_pairs, max_question_chars, max_answer_chars)
+    stopping = threading.Event()  # set when the run ends early: workers then give up their article
+    ask = None
+    if backend == 'openai':
+        if not os.environ.get(api_key_env):  # local servers (LM Studio, Ollama, vLLM) accept any key
+            print(f"note: ${api_key_env} is not set; sending a placeholder key", file=sys.stderr)
+
+        def ask(text, hint):
+            return ask_chat(article_messages(text, hint, limits, max_article_chars), base_url, model, api_key_env,
+                            timeout, temperature)
     articles = takewhile(lambda a: limit <= 0 or a[0] < limit, iter_articles(input_dir))
-    todo = ((i, path, line_no, clean_article(text)) for i, path, line_no, text in articles
+    todo = ((i, path, line_no, clean_article(text), entry_title(text)) for i, path, line_no, text in articles
             if i not in done and i not in kept)
     counts, reasons, held, stop = {'accepted': 0, 'rejected': 0, 'pairs': 0}, {}, [], []
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, 'O_BINARY', 0)  # Windows: no \r\n
@@ -428,9 +530,9 @@ def main():
             if stopping.is_set():
                 break
             if ask is None:  # the rules are quick and in order: the output is the same bytes every run
-                record(article[0], *make_pairs(None, article, asked))
+                record(article[0], *make_pairs(None, article, limits, 1, backoff, stopping, asked, next_sentence))
                 continue
-            future = pool.submit(make_pairs, ask, article)
+            future = pool.submit(make_pairs, ask, article, limits, max_attempts, backoff, stopping)
             future.article_id = article[0]
             pending.add(future)
             if len(pending) >= 2 * concurrency:  # a bounded window: the corpus is streamed

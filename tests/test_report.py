@@ -38,7 +38,7 @@ def write_lines(path, objs):
 
 
 def write_checkpoint(folder, iter_num, lr):
-    """A checkpoint in the DESIGN.md §4 layout with a few tiny tensors: wte and lm_head are one tied tensor."""
+    """A checkpoint as train.py saves it, with a few tiny tensors: wte and lm_head are one tied tensor."""
     wte = torch.zeros(10, 4)
     model = {'transformer.wte.weight': wte, 'lm_head.weight': wte, 'transformer.ln_f.weight': torch.ones(3)}
     os.makedirs(folder, exist_ok=True)
@@ -197,6 +197,18 @@ def test_missing_files_say_what_was_not_run(tmp_path):
     assert f'_Not run: `{work}/out/sft/rougeL.csv` is missing' in text and '| f | 0.8123 |' in text
     assert 'Could not be read: JSONDecodeError' in section(text, 'Perplexity and bits per character (val split)')
     assert '![loss curves](../run/out/loss.png)' in text  # linked relative to where the report is
+
+
+def test_a_linked_corpus_file_counts_once(tmp_path):
+    """The corpus figures are those of the files data/prepare.py reads: each real file once, links or not."""
+    corpus = tmp_path / 'run' / 'data' / 'people_daily'
+    write_lines(str(corpus / 'real' / 'a.jsonl'), [{'text': '北京是中国的首都。'}, {'text': '长江很长。'}])
+    for i in range(19):
+        os.symlink(corpus / 'real' / 'a.jsonl', corpus / f'link{i}.jsonl')
+    os.symlink(corpus / 'real', corpus / 'again')  # a linked folder holding the same file
+    text = report.make_report(report.Settings(str(tmp_path / 'run'), '', 'data/people_daily', 'data/sample',
+                                              'data/sft', 'data/tokenizer', 'out/pretrain', 'out/sft', 5, 12, 800))
+    assert f'| {corpus} | 1 | 2 | 14 |' in section(text, 'Corpus')
 
 
 def test_examples_spread_over_the_ranking_and_numbers_read_well():

@@ -4,28 +4,28 @@ wire format and answers from a script (clean, fenced, prose, too few, ungrounded
 or with bodies that are no chat completion (not JSON, HTML, a list, no message, not UTF-8), or drops the
 connection; a server that is down; a SIGKILL mid-run and a rerun; and the offline rules backend.
 """
-import importlib.util
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from conftest import PYTHON, ROOT, free_port, run_script, write_jsonl
+import pytest
+
+from conftest import PYTHON, ROOT, free_port, load_script, read_jsonl, run_script, write_jsonl
 
 SCRIPT = os.path.join(ROOT, 'sft', 'sft_generate.py')
 RULES_SCRIPT = os.path.join(ROOT, 'sft', 'rules.py')
+LIMITS_ARGS = (3, 6, 40, 150)  # the defaults of --min_pairs, --max_pairs, --max_question_chars, --max_answer_chars
 
 
 def load_generator():
-    spec = importlib.util.spec_from_file_location('sft_generate', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('sft/sft_generate.py')
 
 
 class ChatServer:
@@ -137,6 +137,7 @@ def scripted(article, attempt):
 
 def test_parse_pairs_and_grounding():
     g = load_generator()
+    LIMITS = g.Limits(*LIMITS_ARGS)
     pairs = GOOD[0][1]
     for reply in (lines(pairs), '```json\n' + json.dumps(pairs, ensure_ascii=False) + '\n```',
                   '以下是问答：\n' + lines(pairs) + '\n以上。', fullwidth(pairs)):
@@ -149,18 +150,13 @@ def test_parse_pairs_and_grounding():
     article = g.normalize(GOOD[0][0])
     assert g.grounded('青海省西宁市', article) and g.grounded('青海西宁市', article)  # lenient: one char dropped
     assert not g.grounded('一百二十名职工', article) and not g.grounded('西宁', g.normalize('北京是首都。'))
-    assert g.check_pairs(pairs, article) is None
-    assert g.check_pairs(pairs + [pairs[0]], article)[0] == 'repeat'
-    assert g.check_pairs(pairs[:2], article)[0] == 'count'
-    assert g.check_pairs([dict(pairs[0], question='它位于哪里？')] + pairs[1:], article)[0] == 'pronoun'
-    assert g.check_pairs([dict(pairs[0], answer='青海省\ufffd西宁市')] + pairs[1:], article)[0] == 'bad_chars'
-    assert g.check_pairs([dict(pairs[0], answer='')] + pairs[1:], article)[0] == 'empty'
-    assert g.check_pairs([dict(pairs[0], question='问' * 41)] + pairs[1:], article)[0] == 'too_long'
-
-
-def read_jsonl(path):
-    with open(path, encoding='utf-8') as f:
-        return [json.loads(line) for line in f]
+    assert g.check_pairs(pairs, article, LIMITS) is None
+    assert g.check_pairs(pairs + [pairs[0]], article, LIMITS)[0] == 'repeat'
+    assert g.check_pairs(pairs[:2], article, LIMITS)[0] == 'count'
+    assert g.check_pairs([dict(pairs[0], question='它位于哪里？')] + pairs[1:], article, LIMITS)[0] == 'pronoun'
+    assert g.check_pairs([dict(pairs[0], answer='青海省\ufffd西宁市')] + pairs[1:], article, LIMITS)[0] == 'bad_chars'
+    assert g.check_pairs([dict(pairs[0], answer='')] + pairs[1:], article, LIMITS)[0] == 'empty'
+    assert g.check_pairs([dict(pairs[0], question='问' * 41)] + pairs[1:], article, LIMITS)[0] == 'too_long'
 
 
 def test_openai_backend_against_scripted_server(tmp_path):
@@ -358,10 +354,117 @@ def test_malformed_output_line_is_an_error(tmp_path):
     write_jsonl(str(tmp_path / 'corpus' / 'a.jsonl'), [GOOD[0][0]])
     out = tmp_path / 'pairs.jsonl'
     out.write_text('{"question": "q", "answer": "a", "id": 0}\nnot json\n{"question": "q", "answer": "a", "id": 1}\n')
+    with pytest.raises(ValueError, match=f"^{re.escape(str(out))}:2: not a JSON object with an integer 'id'"):
+        load_generator().repair_tail(str(out))  # a library function raises; only main() exits
     proc = run_script([SCRIPT, '--backend=rules', f'--input_dir={tmp_path / "corpus"}', f'--output={out}',
                        f'--rejects={tmp_path / "r.jsonl"}'], check=False)
-    assert proc.returncode != 0 and f'{out}:2:' in proc.stderr
+    assert proc.returncode == 1 and proc.stderr.strip() == f"error: {out}:2: not a JSON object with an integer 'id'; " \
+        "fix or remove the line"
     assert out.read_text().count('\n') == 3  # untouched
+
+
+def completion(text):
+    """A chat-completion response, whole, as a server sends it."""
+    body = json.dumps({'choices': [{'index': 0, 'message': {'role': 'assistant', 'content': text}}]}).encode()
+    return b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n' % len(body) + body
+
+
+class DripServer:
+    """A server on 127.0.0.1 answering every request with `response`, a byte every `every` seconds from byte `start`."""
+    def __init__(self, response, start, every):
+        self.response, self.start, self.every = response, start, every
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.url = f'http://127.0.0.1:{self.listener.getsockname()[1]}/v1'
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            threading.Thread(target=self.drip, args=(conn,), daemon=True).start()
+
+    def drip(self, conn):
+        with conn:
+            data = b''
+            while b'\r\n\r\n' not in data:
+                data += conn.recv(65536)
+            head, body = data.split(b'\r\n\r\n', 1)
+            length = int(re.search(rb'content-length: *(\d+)', head, re.I).group(1))
+            while len(body) < length:
+                body += conn.recv(65536)
+            try:
+                conn.sendall(self.response[:self.start])
+                for i in range(self.start, len(self.response)):
+                    time.sleep(self.every)
+                    conn.sendall(self.response[i:i + 1])
+            except OSError:  # the client gave up
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.listener.close()
+
+
+@pytest.mark.slow
+def test_timeout_bounds_the_whole_request_not_each_read():
+    g = load_generator()
+    response = completion(lines(GOOD[0][1]))  # ~400 bytes: 40 s at a byte every 0.1 s
+    body_start = response.index(b'\r\n\r\n') + 4
+    for start in (0, body_start):  # the status line and headers dripped too, or only the body
+        with DripServer(response, start, every=0.1) as server:
+            t0 = time.monotonic()
+            with pytest.raises(g.ChatError) as failed:
+                g.ask_chat('文章：\n' + GOOD[0][0], server.url, 'm', timeout=1.0)
+            elapsed = time.monotonic() - t0
+        assert failed.value.kind == 'down' and str(failed.value) == 'no complete reply within 1s'
+        assert elapsed < 10, f'a reply dripped a byte every 0.1 s held the request for {elapsed:.1f} s, timeout 1 s'
+    with DripServer(response, body_start, every=0.001) as server:  # a slow reply that ends in time is a reply
+        assert g.parse_pairs(g.ask_chat('文章：\n' + GOOD[0][0], server.url, 'm', timeout=30.0)) == GOOD[0][1]
+
+
+@pytest.mark.slow
+def test_ask_chat_asks_once_with_retries_for_another_script(monkeypatch):
+    g = load_generator()
+    monkeypatch.setenv('JUDGE_KEY', 'sk-judge')
+    replies = {'第0号': [(500, 'busy', 0), (500, 'busy', 0), (200, '好', 0)], '第1号': [(401, 'bad key', 0)],
+               '第2号': [('drop', '', 0)], '第3号': [(200, b'<html>502</html>', 0)]}
+
+    def responder(article, attempt):
+        script = replies[article[:3]]
+        return script[min(attempt, len(script) - 1)]
+
+    with ChatServer(responder) as server:
+        def ask(text, **kw):
+            return g.ask_chat('文章：\n' + text, server.url, 'judge-model', 'JUDGE_KEY', 5.0, 0.0, **kw)
+        assert ask('第0号', attempts=3, backoff=0.01) == '好'
+        assert [(r['auth'], r['model'], r['temperature']) for r in server.requests] == [
+            ('Bearer sk-judge', 'judge-model', 0.0)] * 3
+        for article, kind, detail in (('第1号', 'refused', 'HTTP 401'), ('第2号', 'down', 'connection failed'),
+                                      ('第3号', 'reply', 'reply is not JSON')):
+            n = len(server.requests)
+            with pytest.raises(g.ChatError) as failed:
+                ask(article, attempts=2, backoff=0.01)
+            assert failed.value.kind == kind and str(failed.value).startswith(detail), failed.value
+            assert len(server.requests) - n == (1 if kind == 'refused' else 2)  # a refusal is not retried
+        assert '502' in failed.value.body
+    with pytest.raises(ValueError, match='not an http'):
+        g.ask_chat('q', 'localhost:1234/v1', 'm')
+    with pytest.raises(ValueError, match='attempts=0: at least 1'):
+        g.ask_chat('q', 'http://127.0.0.1:1/v1', 'm', attempts=0)
+
+
+def test_limits_are_arguments_not_settings():
+    g = load_generator()
+    article = g.normalize(GOOD[0][0])
+    pairs = GOOD[0][1]
+    assert g.check_pairs(pairs, article, g.Limits(3, 6, 40, 150)) is None
+    assert g.check_pairs(pairs, article, g.Limits(1, 2, 40, 150))[0] == 'count'
+    assert g.check_pairs(pairs, article, g.Limits(1, 6, 10, 150))[0] == 'too_long'  # 第0号气象站位于哪里？ is 11
+    assert len(g.rules_pairs(RULES_ARTICLES[1], set(), g.Limits(1, 1, 40, 150))) == 1
 
 
 RULES_ARTICLES = [
@@ -411,10 +514,27 @@ def test_rules_backend_gives_the_expected_pairs(tmp_path):
     assert resumed.read_bytes() == out.read_bytes() and 'skipped 2 already done' in proc.stdout
 
 
+@pytest.mark.slow
+def test_rules_backend_asks_wiki_entries_about_their_titles(tmp_path):
+    """The title line of an entry, which the cleaned text no longer has, reaches the rules."""
+    from data_utils import clean_article
+    with open(os.path.join(ROOT, 'tests', 'fixtures', 'wiki_entries.jsonl'), encoding='utf-8') as f:
+        raws = [json.loads(line)['text'] for line in f]
+    write_jsonl(str(tmp_path / 'corpus' / 'wiki.jsonl'), raws)
+    out, rej, proc = run_rules(tmp_path, 'wiki')
+    pairs = read_jsonl(out)
+    assert len({p['id'] for p in pairs}) >= 0.8 * len(raws), proc.stdout
+    assert all(p['answer'] in clean_article(raws[p['id']]) for p in pairs)
+    assert pairs[:2] == [{'question': '王家坝是什么？', 'answer': '安徽省阜南县的一个行蓄洪区', 'id': 0},
+                         {'question': '王家坝位于哪里？', 'answer': '淮河上游与中游的分界处', 'id': 0}]
+    assert {'question': '李白是谁？', 'answer': '唐代伟大的浪漫主义诗人', 'id': 18} in pairs
+
+
 def test_rules_ask_nothing_without_a_concrete_subject():
     g = load_generator()
+    LIMITS = g.Limits(*LIMITS_ARGS)
     for sentence in RULES_ARTICLES[3].replace('。', '。\n').split():
-        assert g.rules_pairs(sentence, set()) == [], sentence
+        assert g.rules_pairs(sentence, set(), LIMITS) == [], sentence
     for text in RULES_ARTICLES:
         for pair in g.rules_candidates(text):
             assert not g._PRONOUN.search(pair['question']) and len(pair['answer']) <= 20, pair

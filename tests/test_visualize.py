@@ -1,4 +1,4 @@
-"""visualize.py on synthetic training logs in the DESIGN.md §4 format."""
+"""visualize.py on synthetic training logs in train.py's log.jsonl format."""
 import importlib.util
 import json
 import math
@@ -110,7 +110,7 @@ def test_smoothing_starts_at_the_first_loss_and_does_not_lag():
     assert noisy[50] == pytest.approx((5 * 1.0 + 6 * 3.0) / 11)  # 45..55: six 3s
     assert visualize.smooth([5.0, 4.0, 3.0, 2.0], 0.1) == [5.0, 4.0, 3.0, 2.0]  # too few points to smooth
     assert visualize.smooth([1.0, 3.0] * 50, 0.0) == [1.0, 3.0] * 50
-    # the issue's case: a loss falling fast from 10.8; a trailing average drew 7.0 where 5.25 was measured
+    # a loss falling fast from 10.8: a trailing average draws 7.0 where 5.25 was measured
     steep = [10.8 * 0.7 ** i + 3.0 for i in range(60)]
     assert all(abs(s - v) < 0.03 * v for s, v in zip(visualize.smooth(steep, 0.1), steep))
 
@@ -146,9 +146,9 @@ def test_bad_logs_are_named(tmp_path):
 
     bad = tmp_path / 'bad'
     os.makedirs(bad)
-    (bad / 'log.jsonl').write_text('{"iter": 0, "split": "train", "loss": 10.9, "lr": 0.001}\n{"iter": 5, "spl',
-                                   encoding='utf-8')
-    with pytest.raises(ValueError, match=r'bad/log\.jsonl:2: not JSON'):
+    (bad / 'log.jsonl').write_text('{"iter": 0, "split": "train", "loss": 10.9, "lr": 0.001}\n{"iter": 5, "spl\n'
+                                   '{"iter": 10, "split": "train", "loss": 9.0}\n', encoding='utf-8')
+    with pytest.raises(ValueError, match=r'bad/log\.jsonl:2: not JSON'):  # a bad line with lines after it
         visualize.read_log(str(bad))
     (bad / 'log.jsonl').write_text('{"iter": 0, "split": "train", "loss": 10.9}\n\n{"iter": 5, "split": "val"}\n',
                                    encoding='utf-8')
@@ -162,3 +162,53 @@ def test_labels_are_folder_names_unless_they_clash():
     assert visualize.parse_size('1600x900') == (1600, 900)
     with pytest.raises(ValueError, match='WIDTHxHEIGHT'):
         visualize.parse_size('big')
+
+
+@pytest.mark.slow
+def test_a_torn_last_line_is_skipped_with_a_note(tmp_path, capsys):
+    folder = tmp_path / 'torn'
+    os.makedirs(folder)
+    (folder / 'log.jsonl').write_text('{"iter": 0, "split": "train", "loss": 10.9, "lr": 0.001}\n'
+                                      '{"iter": 5, "split": "val", "loss": 9.5}\n{"iter": 10, "split": "tr',
+                                      encoding='utf-8')
+    assert visualize.read_log(str(folder)) == {'train': [(0, 10.9, 0.001)], 'val': [(5, 9.5, None)]}
+    assert f'note: {folder}/log.jsonl:3: not JSON' in capsys.readouterr().err
+    proc = run_script(['visualize.py', f'--out_dir={folder}'])
+    assert 'torn: 1 train and 1 val points' in proc.stdout and 'log.jsonl:3: not JSON' in proc.stderr
+
+
+@pytest.mark.slow
+def test_bad_settings_and_fields_are_one_line_errors(tmp_path):
+    folder = write_log(tmp_path / 'run', 20, 5.0, 4.0, 1e-3)
+    proc = run_script(['visualize.py', f'--out_dir={folder}', '--dpi=0'], check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == 'error: --dpi=0: expected pixels per inch from 10 to 1000, like 100'
+    with open(os.path.join(folder, 'log.jsonl'), 'a', encoding='utf-8') as f:
+        f.write('{"iter": 25, "split": ["train"], "loss": 3.9}\n')
+    proc = run_script(['visualize.py', f'--out_dir={folder}'], check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip() == f'error: {folder}/log.jsonl:7: split must be a name such as "train", ' \
+        "not ['train']"  # after 5 train lines and 1 val line
+
+
+@pytest.mark.slow
+def test_a_nan_or_inf_loss_leaves_a_gap_not_the_end_of_the_smoothed_line(tmp_path):
+    values = [3.0] * 40 + [math.nan] + [3.0] * 40 + [math.inf] + [3.0] * 18
+    smooth = visualize.smooth(values, 0.1)
+    assert smooth == pytest.approx([3.0] * 100)  # each window still holds finite losses: their mean
+    assert math.isnan(visualize.smooth([math.nan] * 30, 0.2)[5])  # no finite loss in the window: nothing to draw
+    folder = tmp_path / 'diverged'
+    os.makedirs(folder)
+    with open(folder / 'log.jsonl', 'w', encoding='utf-8') as f:
+        for i in range(100):
+            loss = float('nan') if i == 30 else float('inf') if i == 60 else 5.0 - i / 100
+            f.write(json.dumps({'iter': i, 'split': 'train', 'loss': loss, 'lr': 1e-3}) + '\n')  # NaN, Infinity
+    fig = visualize.draw([('diverged', visualize.read_log(str(folder)))], 800, 400)
+    raw, smoothed = fig.axes[0].lines[0], fig.axes[0].lines[1]
+    ys = list(smoothed.get_ydata())
+    assert all(math.isfinite(y) for y in ys) and ys[99] == pytest.approx(sum(5.0 - i / 100 for i in range(94, 100)) / 6)
+    assert [i for i, y in enumerate(raw.get_ydata()) if not math.isfinite(y)] == [30, 60]  # gaps in the raw line
+    assert all(math.isfinite(y) for y in fig.axes[0].get_ylim())
+    visualize.plt.close(fig)
+    proc = run_script(['visualize.py', f'--out_dir={folder}'])
+    assert 'diverged: 100 train and 0 val points (2 not finite, left as gaps)' in proc.stdout
