@@ -17,23 +17,23 @@ one model against itself); each answers, and the judge is asked twice, the answe
 counts only when both orders name the same winner; otherwise the vote is a tie. The vote goes into the store
 (votes.py) with the arena's fields plus voter=<judge model>, voter_kind='judge:<model>' ('judge:rules') and the
 two raw verdicts. Its battle id is made of the judge, the question and the pair, so a rerun skips what is judged.
-The calibration (judge_calibration.py) is printed and saved to <votes>.calibration.json. A battle without a
-verdict is written to <votes>.rejects.jsonl and tried again on a rerun; a judge server that refuses the key or
-model, or fails --max_down battles in a row (or a calibration probe), stops the run with one line.
+The calibration (judge_calibration.py) is printed and saved to <votes>.calibration.json, then the leaderboards
+of people, the judge and both (judge_boards.py). A battle without a verdict is written to <votes>.rejects.jsonl
+and tried again on a rerun; a judge server that refuses the key or model, or fails --max_down battles in a row
+(or a calibration probe), stops the run with one line.
 """
 import hashlib
 import json
 import os
 import random
 import sys
-import tempfile
 from collections import Counter
 from datetime import datetime, timezone
 
 import contestants
-import ratings
 import votes as store
 from data_utils import jsonl_objects
+from judge_boards import boards_by_voter, checkpoint_summary, side_by_side
 from judge_calibration import calibration, calibration_text, run_probes, save_calibration
 from judge_verdicts import JudgeDown, JudgeFailed, both_orders, llm_judge, rules_judge
 from sft.sft_generate import ask_chat
@@ -130,7 +130,7 @@ def load_questions(path, limit=0):
                 raise ValueError(f'{path}:{line_no}: {problem[1]}')
             question = record.get('question')
             if isinstance(question, str) and question.strip().removesuffix('##').strip():
-                question = question.strip().removesuffix('##').strip() + '##'  # a question, whether it ends in ## or not
+                question = question.strip().removesuffix('##').strip() + '##'  # a question, ## or not
             add(f'{path}:{line_no} "question"', question, record.get('answer'))
     if not found:
         raise ValueError(f'{path}: no questions in it')
@@ -175,7 +175,7 @@ def contestant_entries(peers_path, checkpoint_dirs):
 
 
 def draw_pairs(entries, count, rng):
-    """`count` different pairs of contestants that are not one model (count 0: every such pair), as the arena draws them."""
+    """`count` different pairs of contestants that are not one model (0: every such pair), as the arena draws them."""
     groups = contestants.same_model_groups(entries)
     weights = {e['name']: e.get('weight', 1) for e in entries}
     names = list(weights)
@@ -200,7 +200,7 @@ def battle_key(judge_kind, *parts):
 
 def question_battles(items, entries, models, judge_kind, count, seed, done, params=PARAMS, answer_timeout=30.0,
                      tally=None, log=print):
-    """The battles still to judge, answers included: for each question its drawn pairs (either order is the same battle)."""
+    """The battles still to judge, answers included: each question's drawn pairs (either order is the same battle)."""
     by_name, cache, tally = {e['name']: e for e in entries}, {}, Counter() if tally is None else tally
     for item in items:
         for a, b in draw_pairs(entries, count, random.Random(f"{seed}:{item['prompt']}")):
@@ -257,9 +257,10 @@ def judge_battles(db, judge, battles, judge_kind, max_down=3, rejects='', tally=
             tally['no verdict'] += 1
             if rejects and e.kind == 'unreadable':
                 with open(rejects, 'a', encoding='utf-8') as f:
-                    f.write(json.dumps({'battle_id': battle['battle_id'], 'judge': judge_kind, 'prompt': battle['prompt'],
-                                        'model_a': battle['model_a'], 'model_b': battle['model_b'],
-                                        'reason': str(e), 'reply': e.reply}, ensure_ascii=False) + '\n')
+                    f.write(json.dumps({'battle_id': battle['battle_id'], 'judge': judge_kind,
+                                        'prompt': battle['prompt'], 'model_a': battle['model_a'],
+                                        'model_b': battle['model_b'], 'reason': str(e), 'reply': e.reply},
+                                       ensure_ascii=False) + '\n')
             continue
         down = 0
         record = {'battle_id': battle['battle_id'], 'time': datetime.now(timezone.utc).isoformat(timespec='seconds'),
@@ -275,59 +276,6 @@ def judge_battles(db, judge, battles, judge_kind, max_down=3, rejects='', tally=
     return tally
 
 
-# ----------------------------------------------------------------------------- the leaderboards
-def boards_by_voter(db, judge_kind=None, **options):
-    """
-    {'human': board, 'judge': board, 'combined': board}: ratings.leaderboard's board (see ratings.py) of the
-    store's human votes, of the judge's (judge_kind, e.g. 'judge:qwen2.5-7b-instruct'; None: every judge's) and
-    of both together. db: a votes.connect() connection or a store's path; options go to ratings.leaderboard
-    (names, anchor, rounds, min_battles, include_leaked, seed).
-    """
-    db = store.connect(db) if isinstance(db, str) else db
-    groups = {'human': [], 'judge': [], 'combined': []}
-    for r in store.records(db):
-        kind = r.get('voter_kind', 'human')
-        if kind == 'human':
-            groups['human'].append(r)
-        elif kind == judge_kind or judge_kind is None and kind.startswith('judge:'):
-            groups['judge'].append(r)
-        else:
-            continue
-        groups['combined'].append(r)
-    boards = {}
-    with tempfile.TemporaryDirectory() as folder:  # ratings reads a votes file: each group is written as one
-        for name, records in groups.items():
-            path = os.path.join(folder, f'{name}.jsonl')
-            with open(path, 'w', encoding='utf-8') as f:
-                f.writelines(json.dumps(r, ensure_ascii=False) + '\n' for r in records)
-            boards[name] = ratings.leaderboard(path, **options)
-    return boards
-
-
-def side_by_side(boards, judge_kind=None):
-    """The three rankings as one Markdown table: a row per place, each cell model, BT, 95% interval and battles."""
-    titles = {'human': '人工投票', 'judge': judge_kind or '裁判', 'combined': '合计'}
-    columns = [[f"{r['model']} {r['bt']:.0f}" + (f" [{r['bt_low']:.0f}, {r['bt_high']:.0f}]" if r['bt_low'] is not None else '')
-                + f" ({r['battles']})" for r in boards[k]['rows'] if r['battles']] for k in titles]
-    lines = ['| # | ' + ' | '.join(f"{t}（{boards[k]['counted']} 票）" for k, t in titles.items()) + ' |',
-             '|---|---|---|---|']
-    for i in range(max(map(len, columns), default=0)):
-        lines.append(f'| {i + 1} | ' + ' | '.join(c[i] if i < len(c) else '' for c in columns) + ' |')
-    return '\n'.join(lines)
-
-
-def checkpoint_summary(board, names):
-    """Checkpoints of one run (in training order) as the judge ranks them, and each one against the one before it."""
-    ranked = [r for r in board['rows'] if r['model'] in names and r['bt'] is not None]
-    lines = ['checkpoints by the judge: ' + ' > '.join(f"{r['model']} ({r['bt']:.0f})" for r in ranked)]
-    index = {n: i for i, n in enumerate(board['names'])}
-    for before, after in zip(names, names[1:]):
-        if before in index and after in index and board['games'][index[after], index[before]]:
-            won, games = board['wins'][index[after], index[before]], int(board['games'][index[after], index[before]])
-            lines.append(f'{after} against {before}: {won:g} of {games} (a tie is half; {won / games:.0%})')
-    return '\n'.join(lines)
-
-
 # ----------------------------------------------------------------------------- the run
 def run(db, judge, judge_kind, items, entries, models, pairs=1, seed=0, params=PARAMS, answer_timeout=30.0,
         max_down=3, probes=4, human_battles=50, thresholds=None, rejects='', log=print):
@@ -340,8 +288,8 @@ def run(db, judge, judge_kind, items, entries, models, pairs=1, seed=0, params=P
     done = {r['battle_id'] for r in store.records(db)}
     tally = Counter()
     references = {x['question']: x['reference'] for x in items if x['reference']}
-    judge_battles(db, judge, human_battles_to_judge(store.records(db), judge_kind, human_battles, references, done, tally),
-                  judge_kind, max_down, rejects, tally, log)
+    people = human_battles_to_judge(store.records(db), judge_kind, human_battles, references, done, tally)
+    judge_battles(db, judge, people, judge_kind, max_down, rejects, tally, log)
     judge_battles(db, judge, question_battles(items, entries, models, judge_kind, pairs, seed, done, params,
                                               answer_timeout, tally, log),
                   judge_kind, max_down, rejects, tally, log)
@@ -373,12 +321,13 @@ def main():
         if backend == 'rules':
             judge, which = rules_judge(rules_margin), 'rules (Rouge-L against the reference answer, offline)'
         else:
-            judge, which = llm_judge(lambda messages: ask_chat(messages, base_url, model, api_key_env, timeout,
-                                                               temperature), max_attempts, backoff), f'{model} at {base_url}'
+            def ask(messages):
+                return ask_chat(messages, base_url, model, api_key_env, timeout, temperature)
+            judge, which = llm_judge(ask, max_attempts, backoff), f'{model} at {base_url}'
             if not os.environ.get(api_key_env):
                 print(f'note: ${api_key_env} is not set; sending a placeholder key', file=sys.stderr)
-        print(f"judge {which}; {len(items)} questions from {questions} "
-              f"({sum(1 for x in items if x['reference'])} with a reference); contestants {[e['name'] for e in entries]}")
+        print(f"judge {which}; {len(items)} questions from {questions} ({sum(1 for x in items if x['reference'])} "
+              f"with a reference); contestants {[e['name'] for e in entries]}")
         try:
             report, tally = run(db, judge, judge_kind, items, entries, LazyModels(entries, device), pairs, seed, params,
                                 answer_timeout, max_down, probes, human_battles,
@@ -389,9 +338,9 @@ def main():
                      f'Votes so far are saved in {votes}; rerun to go on.')
         except KeyboardInterrupt:
             sys.exit(f'interrupted: votes so far are saved in {votes}; rerun to go on.')
-        print(f"\n{tally['judged']} battles judged, {tally['already judged']} judged before, "
-              f"{tally['no verdict']} without a verdict" + (f" (see {votes}.rejects.jsonl)" if tally['no verdict'] else '')
-              + f", {tally['contestant failed']} where a contestant failed")
+        rejected = f" (see {votes}.rejects.jsonl)" if tally['no verdict'] else ''
+        print(f"\n{tally['judged']} battles judged, {tally['already judged']} judged before, {tally['no verdict']} "
+              f"without a verdict{rejected}, {tally['contestant failed']} where a contestant failed")
         save_calibration(votes + '.calibration.json', report)
         print(calibration_text(report) + f'\n(saved in {votes}.calibration.json)\n')
     boards = boards_by_voter(db, judge_kind, rounds=bootstrap_rounds, min_battles=min_battles, seed=seed)

@@ -50,7 +50,8 @@ def run_probes(judge, items, count=4, seed=0):
     for i, item in enumerate(with_ref):
         ref = item['reference']
         same = verdicts(ref, ref, orders=1)
-        results.append({'probe': 'identical', 'question': item['question'], 'verdicts': same, 'passed': same == ['tie']})
+        results.append({'probe': 'identical', 'question': item['question'], 'verdicts': same,
+                        'passed': same == ['tie']})
         other = with_ref[(i + 1) % len(with_ref)]['reference'] if len(with_ref) > 1 else None
         for kind, bad in corruptions(ref, other, rng):
             got = verdicts(ref, bad)  # the reference is A first, then B: it should win both
@@ -85,7 +86,10 @@ def share(hits, total):
 
 
 def people_and_judge(records, mine):
-    """(person's outcome, judge's outcome) of each human battle the judge voted on too: that very battle, else the same prompt and pair."""
+    """
+    (person's outcome, judge's outcome) of each human battle the judge voted on too: the judge's vote on that very
+    battle, else on the same prompt and pair.
+    """
     def key(r):
         return r['prompt'].strip().removesuffix('##').strip(), frozenset((r['model_a'], r['model_b']))
     by_battle, by_key = {}, {}
@@ -123,7 +127,8 @@ def calibration(records, judge_kind, probe_results, min_consistency=0.6, min_pro
     kappa = cohen_kappa(labels)
     report = {'judge': judge_kind, 'time': datetime.now(timezone.utc).isoformat(timespec='seconds'),
               'consistency': {'pairs': len(agree), 'agreed': sum(agree), 'share': share(sum(agree), len(agree)),
-                              'battles': [sum(battles), len(battles)], 'probes': [sum(probes_agree), len(probes_agree)]},
+                              'battles': [sum(battles), len(battles)],
+                              'probes': [sum(probes_agree), len(probes_agree)]},
               'probes': probe, 'probe_results': probe_results,
               'people': {'battles': len(labels), 'agreed': sum(h == j for h, j in labels),
                          'share': share(sum(h == j for h, j in labels), len(labels)),
@@ -135,7 +140,8 @@ def calibration(records, judge_kind, probe_results, min_consistency=0.6, min_pro
     if c is None:
         reasons.append('no pair was judged in both orders: nothing to calibrate on')
     elif c < min_consistency:
-        reasons.append(f'position consistency {c:.0%} < {min_consistency:.0%}: swapping the answers changes its verdict')
+        reasons.append(f'position consistency {c:.0%} < {min_consistency:.0%}: '
+                       'swapping the answers changes its verdict')
     what = {'identical': 'identical answers judged a tie', 'corrupted': 'the reference picked over a corrupted copy',
             'length': 'the reference padded with repetition kept from winning'}
     if not probe['identical']['asked']:
@@ -176,18 +182,21 @@ def calibration_text(report):
     """The report as the lines a run prints, ending with the verdict line."""
     def pct(x):
         return '—' if x is None else f'{x:.0%}'
-    c, p, h = report['consistency'], report['probes'], report['people']
-    corrupted = ', '.join(f'{k} {a}/{n}' for k, (a, n) in p['corrupted']['by_kind'].items() if n)
+    c, h, bare = report['consistency'], report['people'], report['people']['without_ties']
+    b, q = c['battles'], c['probes']
+    same, bad, long = (report['probes'][k] for k in ('identical', 'corrupted', 'length'))
+    corrupted = ', '.join(f'{k} {a}/{n}' for k, (a, n) in bad['by_kind'].items() if n)
+    kappa = '—' if h['kappa'] is None else format(h['kappa'], '.2f')
     lines = [f"calibration of {report['judge']}:",
-             f"  position consistency    {c['agreed']}/{c['pairs']} pairs judged the same in both orders ({pct(c['share'])}; "
-             f"battles {c['battles'][0]}/{c['battles'][1]}, probes {c['probes'][0]}/{c['probes'][1]})",
-             f"  identical answers       {p['identical']['passed']}/{p['identical']['asked']} judged a tie ({pct(p['identical']['share'])})",
-             f"  reference vs corrupted  {p['corrupted']['passed']}/{p['corrupted']['asked']} picked the reference in both orders "
-             f"({pct(p['corrupted']['share'])}{': ' + corrupted if corrupted else ''})",
-             f"  length probe            {p['length']['passed']}/{p['length']['asked']} times the padded copy did not win "
-             f"({pct(p['length']['share'])})",
-             f"  agreement with people   {h['battles']} battles: {pct(h['share'])} with ties, {pct(h['without_ties']['share'])} "
-             f"without ({h['without_ties']['battles']}), Cohen's kappa {'—' if h['kappa'] is None else format(h['kappa'], '.2f')}"]
+             f"  position consistency    {c['agreed']}/{c['pairs']} pairs judged the same in both orders "
+             f"({pct(c['share'])}; battles {b[0]}/{b[1]}, probes {q[0]}/{q[1]})",
+             f"  identical answers       {same['passed']}/{same['asked']} judged a tie ({pct(same['share'])})",
+             f"  reference vs corrupted  {bad['passed']}/{bad['asked']} picked the reference in both orders "
+             f"({pct(bad['share'])}{': ' + corrupted if corrupted else ''})",
+             f"  length probe            {long['passed']}/{long['asked']} times the padded copy did not win "
+             f"({pct(long['share'])})",
+             f"  agreement with people   {h['battles']} battles: {pct(h['share'])} with ties, {pct(bare['share'])} "
+             f"without ({bare['battles']}), Cohen's kappa {kappa}"]
     lines += [f'warning: {w}' for w in report['warnings']]
     lines.append(f"verdict: {report['judge']} is TRUSTED" if report['trusted'] else
                  f"verdict: {report['judge']} is NOT TRUSTED: " + '; '.join(report['reasons']))

@@ -133,7 +133,7 @@ def one_verdict(ask, messages, max_attempts=3, backoff=1.0):
 
 
 def llm_judge(ask, max_attempts=3, backoff=1.0):
-    """The judge that asks an LLM: ask(messages) -> reply text, e.g. sft_generate.ask_chat with the server's settings."""
+    """The judge that asks an LLM: ask(messages) -> reply text, e.g. sft_generate.ask_chat with a server's settings."""
     def judge(item, answer_a, answer_b):
         return one_verdict(ask, judge_messages(item, answer_a, answer_b), max_attempts, backoff)
     return judge

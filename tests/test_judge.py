@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT, SFT_PAIRS, free_port, run_script, train_tiny_checkpoint, write_sft_pairs
 
 import judge  # noqa: E402
+import judge_boards  # noqa: E402
 import judge_calibration  # noqa: E402
 import judge_verdicts  # noqa: E402
 import votes  # noqa: E402
@@ -393,11 +394,12 @@ def test_boards_split_by_voter(tmp_path):
             n += 1
             votes.add_vote(db, {'battle_id': str(n), 'prompt': 'p', 'model_a': 'm1', 'model_b': 'm2', 'vote': winner,
                                 'leaked': False, 'voter_kind': kind})
+    assert judge.boards_by_voter is judge_boards.boards_by_voter  # the judge's public function
     boards = judge.boards_by_voter(db, 'judge:x', rounds=10)
     assert [boards[k]['counted'] for k in ('human', 'judge', 'combined')] == [3, 5, 8]
     assert boards['human']['rows'][0]['model'] == 'm1' and boards['judge']['rows'][0]['model'] == 'm2'
     assert judge.boards_by_voter(str(tmp_path / 'v.db'), rounds=10)['judge']['counted'] == 12  # every judge
-    text = judge.side_by_side(boards, 'judge:x')
+    text = judge_boards.side_by_side(boards, 'judge:x')
     assert text.splitlines()[0] == '| # | 人工投票（3 票） | judge:x（5 票） | 合计（8 票） |'
     assert text.splitlines()[2].startswith('| 1 | m1 ') and '| m2 ' in text.splitlines()[2]
 
@@ -408,7 +410,7 @@ def test_each_checkpoint_is_compared_with_the_one_before_it(tmp_path):
     for i, (a, b, vote) in enumerate(games):
         votes.add_vote(db, {'battle_id': str(i), 'prompt': 'p', 'model_a': a, 'model_b': b, 'vote': vote,
                             'leaked': False, 'voter_kind': 'judge:x'})
-    text = judge.checkpoint_summary(judge.boards_by_voter(db, 'judge:x', rounds=10)['judge'], ['run/c1', 'run/c2', 'run/c3'])
+    text = judge_boards.checkpoint_summary(judge_boards.boards_by_voter(db, 'judge:x', rounds=10)['judge'], ['run/c1', 'run/c2', 'run/c3'])
     first, *rest = text.splitlines()
     assert re.fullmatch(r'checkpoints by the judge: run/c2 \(\d+\) > run/c3 \(\d+\) > run/c1 \(\d+\)', first), first
     assert rest == ['run/c2 against run/c1: 3.5 of 4 (a tie is half; 88%)', 'run/c3 against run/c2: 0 of 1 (a tie is half; 0%)']
