@@ -34,6 +34,7 @@ MAX_WEIGHT = 1000  # a pair's odds are the product of two weights: bounded, thei
 KEY_VARIABLE = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(KEY|TOKEN|SECRET)[A-Za-z0-9_]*', re.IGNORECASE)  # "api_key_env"
 OPENAI_SAMPLING = ('temperature', 'top_p', 'presence_penalty', 'frequency_penalty')  # the arena's knobs OpenAI has
 ANSWER_TIMEOUTS = 10  # a peer's whole answer may take this many silence timeouts (30 s: 5 minutes), however it trickles
+LOCAL_SLOTS = 4  # answers a local checkpoint generates together (its KV cache holds this many): side by side, a few users
 READ_BYTES = 65536  # a peer's body is read this much at a time: the cap and the deadline act between two reads
 MAX_LINE = 1_000_000  # bytes of one server-sent-events line
 
@@ -104,19 +105,23 @@ def default_peers():
     return found
 
 
-def load_models(entries, device):
-    """(model, tokenizer) of each local checkpoint, loaded once (two names may share one), keyed by contestant name."""
-    from checkpoint import load_checkpoint
+def load_models(entries, device, slots=LOCAL_SLOTS):
+    """
+    An engine.Engine for each local checkpoint, keyed by contestant name: loaded once, and shared by every name of
+    that checkpoint, so two of them answering side by side step together in one forward pass per token.
+    """
+    from checkpoint import checkpoint_path, load_checkpoint
+    from engine import Engine
     from model import pick_device
     loaded, models = {}, {}
     for e in entries:
         if 'checkpoint' in e:
-            path = os.path.abspath(e['checkpoint'])
+            path = os.path.realpath(checkpoint_path(e['checkpoint']))  # a folder, its ckpt.pt, a link: one model
             if path not in loaded:
                 try:
-                    loaded[path] = load_checkpoint(path, pick_device(device))[:2]
+                    loaded[path] = Engine(*load_checkpoint(path, pick_device(device))[:2], slots=slots)
                 except Exception as err:  # missing, corrupt or foreign: the start stops with the contestant named
-                    raise ValueError(f"contestant {e['name']!r} ({path}): {type(err).__name__}: {err}") from err
+                    raise ValueError(f"contestant {e['name']!r} ({e['checkpoint']}): {type(err).__name__}: {err}") from err
             models[e['name']] = loaded[path]
     return models
 
@@ -176,12 +181,16 @@ class TooLong(Exception):
     pass
 
 
-def stream_local(loaded, prompt, params):
-    """A local checkpoint's answer, loaded = (model, tokenizer): the one place the arena calls the engine.
-    params change the engine's Sampling() defaults, the demo's, which /generate starts from too."""
+def stream_local(model_engine, prompt, params):
+    """A local checkpoint's answer from its engine.Engine: the one place the arena calls the engine. params change
+    the engine's Sampling() defaults, the demo's, which /generate starts from too. Closing it frees the slot."""
     import engine
-    model, tok = loaded
-    return engine.stream_text(model, tok, engine.encode_prompt(tok, prompt), engine.Sampling(**params))
+    sampling = engine.Sampling(**params)
+    try:
+        request = model_engine.submit(engine.encode_prompt(model_engine.tok, prompt), sampling)
+    except engine.Busy as err:
+        raise PeerError(f'本地模型正忙（{model_engine.slots} 个回答正在生成，还有很多在排队），请稍后再试') from err
+    return engine.pieces_of(model_engine.tok, request.groups(), sampling.stop)
 
 
 def bearer(peer):

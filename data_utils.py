@@ -10,9 +10,6 @@ import os
 
 import numpy as np
 
-# the corpus reader lives in corpus.py; these names stay importable from here until every caller imports corpus
-from corpus import clean_article, find_jsonl, in_val, iter_articles, jsonl_objects  # noqa: F401
-
 
 # ----------------------------------------------------------------------------- prepared rows
 

@@ -36,7 +36,7 @@ from collections import Counter
 
 from tqdm import tqdm
 
-from data_utils import jsonl_objects
+from corpus import jsonl_objects
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/sft'  # checkpoint folder (ckpt.pt)

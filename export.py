@@ -41,6 +41,7 @@ import sys
 import torch
 
 from checkpoint import checkpoint_path, load_checkpoint, read_checkpoint
+from engine import Sampling
 from model import GPTConfig
 from tokenizer import ANSWER_TEXT, EOT_TEXT, GPT2_PATTERN, PATTERNS
 
@@ -363,9 +364,10 @@ def export_gguf(model, tok, checkpoint, path, name, outtype='f32', source=''):
 
 
 def sampling_defaults():
-    """The engine's default sampling settings: the one place export.py reads them (the Ollama Modelfile repeats
-    them, so `ollama run` samples as the demo does)."""
-    return {'temperature': 0.1, 'top_k': 20, 'top_p': 1.0, 'presence_penalty': 1.0, 'frequency_penalty': 1.0}
+    """The engine's default sampling settings (engine.Sampling()), as the Ollama Modelfile names them, so that
+    `ollama run` samples as the demo does."""
+    demo = Sampling()
+    return {k: getattr(demo, k) for k in ('temperature', 'top_k', 'top_p', 'presence_penalty', 'frequency_penalty')}
 
 
 def modelfile(gguf_file, tok, block_size, sampling):

@@ -31,8 +31,9 @@ from collections import Counter
 from datetime import datetime, timezone
 
 import contestants
+from checkpoint import checkpoint_path
 import votes as store
-from data_utils import jsonl_objects
+from corpus import jsonl_objects
 from judge_boards import boards_by_voter, checkpoint_summary, side_by_side
 from judge_calibration import calibration, calibration_text, run_probes, save_calibration
 from judge_verdicts import JudgeDown, JudgeFailed, both_orders, llm_judge, rules_judge
@@ -193,6 +194,18 @@ def draw_pairs(entries, count, rng):
     return drawn
 
 
+def version(entry):
+    """Which training of a local checkpoint answered (its ckpt.pt's size and time), so that a model trained again in
+    the same folder is judged again; '' for a peer, whose server alone knows."""
+    if 'checkpoint' not in entry:
+        return ''
+    try:
+        stat = os.stat(checkpoint_path(entry['checkpoint']))
+    except OSError:
+        return ''
+    return f'{stat.st_size}:{stat.st_mtime_ns}'
+
+
 def battle_key(judge_kind, *parts):
     """A battle id from the judge and what was judged: a rerun finds the id in the store and skips the battle."""
     return 'judge-' + hashlib.sha1(json.dumps([judge_kind, *parts], ensure_ascii=False).encode()).hexdigest()[:24]
@@ -204,7 +217,8 @@ def question_battles(items, entries, models, judge_kind, count, seed, done, para
     by_name, cache, tally = {e['name']: e for e in entries}, {}, Counter() if tally is None else tally
     for item in items:
         for a, b in draw_pairs(entries, count, random.Random(f"{seed}:{item['prompt']}")):
-            battle_id = battle_key(judge_kind, item['prompt'], sorted([a, b]))
+            pair = sorted([[a, version(by_name[a])], [b, version(by_name[b])]])
+            battle_id = battle_key(judge_kind, item['prompt'], pair)
             if battle_id in done:
                 tally['already judged'] += 1
                 continue

@@ -50,7 +50,7 @@ os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
 import numpy as np  # noqa: E402
 
 import votes as store
-from data_utils import jsonl_objects
+from corpus import jsonl_objects
 
 OUTCOME = {'A': 1.0, 'B': 0.0, 'tie': 0.5, 'both_bad': 0.5}  # score of model A; both bad is a tie, as in FastChat
 ELO_K, SCALE, BASE, INIT = 4.0, 400.0, 10.0, 1000.0  # the public arena's Elo constants
@@ -83,8 +83,8 @@ def read_votes(path):
     if is_store(path):
         db = store.connect(path)
         try:
-            for a, b, vote, leaked, voter, time, *kind in store.vote_rows(db):
-                found.append((a, b, OUTCOME[vote], bool(leaked), voter, (time or '')[:10], kind[0] if kind else 'human'))
+            for a, b, vote, leaked, voter, time, kind in store.vote_rows(db):
+                found.append((a, b, OUTCOME[vote], bool(leaked), voter, (time or '')[:10], kind or 'human'))
         finally:
             db.close()
         return found, bad
@@ -360,11 +360,12 @@ def leaderboard(path, names=(), anchor='', rounds=200, min_battles=10, include_l
         rows.setdefault(name, {'model': name, 'bt': None, 'bt_low': None, 'bt_high': None, 'rank_ub': None, 'elo': INIT,
                                'battles': 0, 'wins': 0, 'ties': 0, 'losses': 0, 'win_rate': None, 'group': None,
                                'record': None, 'needed': None})
-    order = sorted(rows.values(), key=lambda r: (r['group'] is None, r['group'] or 0, r['rank_ub'] is None,
-                                                r['rank_ub'] or 0, -(r['bt'] or -1e9), r['model']))
+    # enough battles first, by rating (an unbeaten record has no interval but belongs on top), then too few to rank
+    order = sorted(rows.values(), key=lambda r: (r['group'] is None, r['group'] or 0, r['battles'] < min_battles,
+                                                -(r['bt'] or -1e9), r['model']))
     board = {'rows': order, 'names': [r['model'] for r in order if r['battles']], 'votes': len(found),
              'counted': len(battles), 'leaked': left_out['leaked'], 'left_out': dict(left_out), 'flagged': flagged,
-             'groups': n_groups, 'bad': bad}
+             'groups': n_groups, 'bad': bad, 'judged': dict(Counter(v[6] for v in counted if v[6] != 'human'))}
     shown = [fitted.index(n) for n in board['names']]
     board['wins'], board['games'] = (wins[np.ix_(shown, shown)], games[np.ix_(shown, shown)]) if fitted else (None, None)
     return board
@@ -410,6 +411,8 @@ def table(board, min_battles=10):
 def notes(board):
     """What the board left out and why it may mislead, as Chinese sentences (empty when nothing to say)."""
     out = [f'{n} 票未计入：{LEFT_OUT_TEXT.get(rule, rule)}' for rule, n in board['left_out'].items() if n]
+    out += [f'计入的票中 {n} 票来自自动评审 {md(kind)}，不是人投的（python judge.py --board_only=True 把人与评审的排行分开显示）'
+            for kind, n in sorted(board.get('judged', {}).items())]
     if board['flagged']:
         out.append('离群的投票人：' + '、'.join(md(v) for v in sorted(board['flagged'])))
     if board['groups'] > 1:

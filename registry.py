@@ -48,6 +48,15 @@ def probe_url(entry):
     return base + '/models' if entry.get('kind') == 'openai' else base + '/health'
 
 
+def unreachable(url, err, timeout):
+    """Why a probe of the server at url failed, in the words the arena's panes use for a peer that is down."""
+    if isinstance(err, requests.Timeout):  # before ConnectionError: a connect timeout is both
+        return f'{url} 超过 {timeout:g} 秒没有回应'
+    if isinstance(err, requests.ConnectionError):
+        return f'连不上 {url}（对方没开机、没启动服务，或地址/端口写错了）'
+    return f'{url} 的回应不合 HTTP（{type(err).__name__}: {str(err)[:120]}）'
+
+
 def check_server(entry, timeout):
     """
     {'model', 'latency', 'tokens_per_s'} of a server that answers /health, /v1/models (with `model` among its ids
@@ -62,7 +71,7 @@ def check_server(entry, timeout):
         listing = requests.get(base + '/models' if entry['kind'] == 'openai' else base + '/v1/models', timeout=timeout)
         ids = [m.get('id') for m in listing.json().get('data', [])] if listing.status_code == 200 else None
     except requests.RequestException as err:
-        raise Refused(describe_error(entry['name'], entry, err, timeout).removeprefix('⚠️ '))
+        raise Refused(f"{entry['name']} 出错：{unreachable(base, err, timeout)}")
     except ValueError:
         ids = None
     if not ids or not all(isinstance(i, str) for i in ids):

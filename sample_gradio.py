@@ -547,13 +547,13 @@ if __name__ == '__main__':
         entries = [] if not peers else load_peers(peers) if os.path.exists(peers) or peers != 'peers.json' else default_peers()
         accounts = read_roster(roster) if roster else None
         open_store(votes)
+        if accounts is not None and teacher and teacher not in accounts:
+            raise ValueError(f'--teacher={teacher!r} is not a name in {roster}')
+        MODELS.update(load_models(entries, device))
     except ValueError as e:
         sys.exit(f'error: {e}')
-    if accounts is not None and teacher and teacher not in accounts:
-        sys.exit(f'error: --teacher={teacher!r} is not a name in {roster}')
     CONTESTANTS.update((e['name'], e) for e in entries)
     GROUPS.update(same_model_groups(entries))
-    MODELS.update(load_models(entries, device))
     PAIR_RNG.seed(None if seed < 0 else seed)
     LEAK_WORDS.extend({*CONTESTANTS, *(e['model'] for e in entries if e.get('model')), *filter(None, leak_words.split(','))})
     for e in entries:

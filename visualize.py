@@ -27,7 +27,7 @@ matplotlib.use('Agg')  # no display needed: servers, CI, ssh sessions
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from data_utils import jsonl_objects  # noqa: E402
+from corpus import jsonl_objects  # noqa: E402
 
 # -----------------------------------------------------------------------------
 out_dir = 'out/pretrain'  # one or more checkpoint folders, comma-separated, in training order

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 from datetime import datetime, timezone
 
-from data_utils import jsonl_objects
+from corpus import jsonl_objects
 
 BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another process's transaction before giving up
 OUTCOMES = ('A', 'B', 'tie', 'both_bad')
@@ -153,9 +153,10 @@ def records(db):
 
 
 def vote_rows(db):
-    """(model_a, model_b, vote, leaked, voter, time) of every vote, oldest first: what the ranking needs, without
-    parsing each record."""
-    return db.execute('SELECT v.model_a, v.model_b, v.vote, COALESCE(b.leaked, 0), v.voter, v.time FROM votes v '
+    """(model_a, model_b, vote, leaked, voter, time, voter_kind) of every vote, oldest first: what the ranking needs,
+    without parsing each record."""
+    return db.execute('SELECT v.model_a, v.model_b, v.vote, COALESCE(b.leaked, 0), v.voter, v.time, v.voter_kind '
+                      'FROM votes v '
                       'LEFT JOIN battles b ON b.battle_id = v.battle_id ORDER BY v.id').fetchall()
 
 

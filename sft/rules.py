@@ -139,7 +139,7 @@ ENTRY_ANSWER_CHARS = 40  # the longest answer from an entry: a definition may ru
 def entry_title(raw):
     """
     The title of an encyclopedia-shaped text, "<title>\n\n<body>" (a short first line without 。 and a blank
-    line: the head data_utils.clean_article drops), or ''.
+    line: the head corpus.clean_article drops), or ''.
     """
     head, sep, rest = raw.strip().partition('\n\n')
     head = head.strip()

@@ -8,7 +8,7 @@ Question/answer pairs for SFT, made from the pretraining articles.
     (Windows: `set OPENAI_API_KEY=...`, then the same command on one line)
 
 Output: one {"question", "answer", "id"} per line in --output, id = the article's index from
-data_utils.iter_articles (so rerun on the same --input_dir). An article's lines are appended in one write once
+corpus.iter_articles (so rerun on the same --input_dir). An article's lines are appended in one write once
 all its pairs are accepted, so a rerun skips the ids already there; a torn last line (a run killed mid-write)
 is dropped with its article, which is made again. An article that fails every attempt gets one record in
 --rejects, with the reason and the last reply; a rerun skips it, unless the reason is "http" (the server
@@ -55,7 +55,7 @@ from itertools import takewhile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from data_utils import clean_article, find_jsonl, iter_articles  # noqa: E402
+from corpus import clean_article, find_jsonl, iter_articles  # noqa: E402
 from sft.rules import _PRONOUN, entry_title, rules_candidates  # noqa: E402
 
 # -----------------------------------------------------------------------------

@@ -9,11 +9,15 @@ import inspect
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 import requests
 import torch
@@ -64,13 +68,29 @@ def read_jsonl(path):
         return [json.loads(line) for line in f]
 
 
-@pytest.fixture
+@pytest.fixture(scope='module')
 def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning threads make them 10x slower."""
+    """
+    Tiny models gain nothing from threads, and on a busy 2-core machine spinning threads make them 10x slower.
+    Module-scoped: a module's own module-scoped fixtures (tiny models trained once) run on one thread too; a module
+    asks for it with `pytestmark = pytest.mark.usefixtures('one_thread')`.
+    """
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def random_model(seed=0, block_size=32, dtype=torch.float64):
+    """A seeded random tiny model; float64 so that cached and recomputed logits never differ in argmax."""
+    from model import GPT, GPTConfig
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(block_size=block_size, n_layer=2, n_head=2, n_embd=32)).eval().to(dtype)
+    with torch.no_grad():  # a larger spread than GPT-2's init: peaked, varied logits instead of near ties
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.3)
+    return model
 
 
 def write_sft_pairs(path, pairs, extra_lines=()):
@@ -87,7 +107,8 @@ def run_script(args, timeout=300, cwd=ROOT, env=None, check=True):
     full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}
     proc = subprocess.run([PYTHON, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+        raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
+                             f"stderr:\n{proc.stderr[-3000:]}")
     return proc
 
 
@@ -211,12 +232,122 @@ def train_tiny_checkpoint(out_dir, texts=SENTENCES, block_size=64, steps=100, se
     return float(loss.detach())
 
 
+# train.py's settings for a tiny CPU model (2 layers of 32, block_size 32); each test adds its data, out_dir, max_iters
+TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32',
+        '--batch_size=4', '--gradient_accumulation_steps=1', '--learning_rate=1e-2', '--min_lr=1e-3',
+        '--warmup_iters=5', '--eval_iters=2', '--seed=7', '--dtype=float32']
+
+
+def write_dataset(folder, block_size=32, n_train=64, n_val=8, tok=GPT2):
+    """Pretrain rows laid out as data/prepare.py writes them: sentence + EOT + PAD, uint16, plus meta.json."""
+    from data_utils import tokenizer_record, write_prepared
+    clauses = [c + '。' for s in SENTENCES for c in s.split('。') if c]
+    rows = []
+    for i in range(n_train + n_val):
+        ids = tok.encode(clauses[i % len(clauses)])[:block_size - 1] + [tok.eot]
+        rows.append(ids + [tok.pad] * (block_size - len(ids)))
+    rows = np.array(rows, dtype=np.uint16)
+
+    def write_rows(files):
+        files['train'].write(rows[:n_train].tobytes())
+        files['val'].write(rows[n_train:].tobytes())
+        return {'kind': 'pretrain', 'tokenizer': tokenizer_record(tok, str(folder)), 'block_size': block_size,
+                'dtype': 'uint16', 'rows': {'train': n_train, 'val': n_val}, 'skipped': {},
+                'fill_ratio': float((rows != tok.pad).mean()), 'sources': []}
+    write_prepared(str(folder), write_rows)
+    return str(folder)
+
+
 @pytest.fixture(scope='session')
 def tiny_checkpoint(tmp_path_factory):
     """Folder of a tiny checkpoint that has memorised SENTENCES (loss ends well under 0.5)."""
     out = tmp_path_factory.mktemp('tiny_ckpt')
     train_tiny_checkpoint(out)
     return str(out)
+
+
+# ----------------------------------------------------------------------------- a scripted chat-completions server
+class ChatServer:
+    """
+    A chat-completions endpoint on 127.0.0.1: responder(article, attempt) -> (status, reply, delay s).
+    attempt counts the requests seen for that article (0 first). reply is the assistant's text, or bytes sent
+    as the whole body (HTML if it starts with <); status 'drop' closes the connection without an answer.
+    Serves requests concurrently.
+    """
+    def __init__(self, responder):
+        self.responder, self.attempts, self.lock, self.requests = responder, {}, threading.Lock(), []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers['Content-Length'])))
+                prompt = body['messages'][-1]['content']
+                article = prompt.split('文章：\n', 1)[1]
+                with outer.lock:
+                    attempt = outer.attempts.get(article, 0)
+                    outer.attempts[article] = attempt + 1
+                    outer.requests.append({'article': article, 'auth': self.headers.get('Authorization'),
+                                           'temperature': body.get('temperature'), 'model': body.get('model')})
+                status, reply, delay = outer.responder(article, attempt)
+                time.sleep(delay)
+                if status == 'drop':
+                    self.close_connection = True
+                    return
+                if isinstance(reply, bytes):
+                    payload = None
+                elif status == 200:
+                    payload = {'id': 'chatcmpl-1', 'object': 'chat.completion', 'created': 0, 'model': body['model'],
+                               'choices': [{'index': 0, 'finish_reason': 'stop',
+                                            'message': {'role': 'assistant', 'content': reply}}],
+                               'usage': {'prompt_tokens': 1, 'completion_tokens': 1, 'total_tokens': 2}}
+                else:
+                    payload = {'error': {'message': reply, 'type': 'server_error'}}
+                data = reply if payload is None else json.dumps(payload, ensure_ascii=False).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header('Content-Type', 'text/html' if data.startswith(b'<') else 'application/json')
+                    self.send_header('Content-Length', str(len(data)))
+                    if status == 429:
+                        self.send_header('Retry-After', '0')
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (the timeout case)
+                    pass
+
+        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/v1'
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def lines(pairs):
+    return '\n'.join(json.dumps(p, ensure_ascii=False) for p in pairs)
+
+
+def station(i):
+    """A numbered article and three pairs grounded in it."""
+    article = f'第{i}号气象站位于青海省西宁市。第{i}号气象站成立于{1950 + i}年。第{i}号气象站是全国海拔最高的气象站之一。'
+    pairs = [{'question': f'第{i}号气象站位于哪里？', 'answer': '青海省西宁市'},
+             {'question': f'第{i}号气象站成立于哪一年？', 'answer': f'{1950 + i}年'},
+             {'question': f'第{i}号气象站有什么特点？', 'answer': '全国海拔最高的气象站之一'}]
+    return article, pairs
+
+
+# the headless Chromium the browser tests drive through playwright (Debian's package), and its flags
+CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
+FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+         '--disable-sync', '--no-first-run', '--disable-dev-shm-usage']
 
 
 SLOW_CALLS = re.compile(r'\brun_script\(|\bserving\(|\bsubprocess\.|\bPopen\(|\bsync_playwright\(|\bmp\.spawn|run\.sh')

@@ -5,17 +5,11 @@ import time
 import pytest
 import torch
 
-from conftest import GPT2
+from conftest import GPT2, random_model
 from engine import Batch, Busy, Engine, Row, Sampling, generate_ids, pieces_of
-from test_engine import random_model
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def run_batch(model, jobs, slots):
@@ -163,3 +157,24 @@ def test_decode_is_forward_bit_for_bit(dtype):
         one_a.pos = one_b.pos = 10
         assert torch.equal(model.decode(idx[:1], one_b), model(idx[:1], kv_cache=one_a)[0][:, -1])
         assert one_a.pos == one_b.pos == 11
+
+
+def test_the_arenas_names_of_one_checkpoint_share_one_engine_and_answer_in_the_same_steps(tiny_checkpoint, tmp_path):
+    """Side by side, two contestants that are one checkpoint (a folder, a link to its ckpt.pt) are one engine: both
+    answers step together, one forward pass per token for the pair, and each is the text it gets alone."""
+    import os
+
+    import contestants
+    os.symlink(tiny_checkpoint, tmp_path / 'link')
+    models = contestants.load_models([{'name': 'a', 'checkpoint': tiny_checkpoint},
+                                      {'name': 'b', 'checkpoint': str(tmp_path / 'link' / 'ckpt.pt')}], 'cpu')
+    assert models['a'] is models['b']
+    shared = models['a']
+    params = {'max_new_tokens': 40, 'temperature': 0, 'presence_penalty': 0, 'frequency_penalty': 0}
+    alone = [list(generate_ids(shared.model, shared.tok, shared.tok.encode(p), Sampling(**params)))
+             for p in ('长江', '熊猫')]
+    streams = [contestants.stream_local(shared, p, params) for p in ('长江', '熊猫')]  # both submitted now
+    texts = [''.join(s) for s in streams]
+    assert texts == [shared.tok.decode(ids) for ids in alone]
+    assert len(alone[0]) > 5 and len(alone[1]) > 5
+    assert shared.steps <= max(map(len, alone)) + 2 < len(alone[0]) + len(alone[1])

@@ -9,7 +9,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +20,7 @@ import requests
 import ratings
 import sample_gradio
 import votes as store
-from conftest import PYTHON, ROOT, free_port, run_script, serving
+from conftest import CHROMIUM, FLAGS, PYTHON, ROOT, free_port, run_script, serving
 from contestants import draw_pair
 from registry import Refused, Registry
 
@@ -324,7 +323,6 @@ def test_browser_contestants_tab_and_leaderboard_with_30_registered_servers(tmp_
     """Screenshots under tmp_path (and ARENA_SCREENSHOTS, when set): the 参赛者 tab and the board, 30 servers."""
     from bench.bench_ratings import synthetic_votes
     from playwright.sync_api import sync_playwright
-    from test_arena import CHROMIUM, FLAGS
     if not os.path.exists(CHROMIUM):
         pytest.skip('Debian chromium not installed')
     names = [f'同学{k:02d}的模型' for k in range(30)]

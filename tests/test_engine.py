@@ -4,31 +4,14 @@ import threading
 import pytest
 import torch
 
-from conftest import A_TOKEN, EOT_TOKEN, GPT2, N_VOCAB, SENTENCES
+from conftest import A_TOKEN, EOT_TOKEN, GPT2, N_VOCAB, SENTENCES, random_model
 from engine import (GREEDY_BELOW, candidates, encode_prompt, generate_ids, generate_text, penalize, sample_next,
                     stream_text, text_pieces, window)
 from checkpoint import load_checkpoint
-from model import GPT, GPTConfig, KVCache
+from model import GPTConfig, KVCache
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """One-token steps gain nothing from threads, and on a busy 2-core machine spinning threads make them 10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def random_model(seed=0, block_size=32, dtype=torch.float64):
-    """A seeded random tiny model; float64 so that cached and recomputed logits never differ in argmax."""
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(block_size=block_size, n_layer=2, n_head=2, n_embd=32)).eval().to(dtype)
-    with torch.no_grad():  # a larger spread than GPT-2's init: peaked, varied logits instead of near ties
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.3)
-    return model
+pytestmark = pytest.mark.usefixtures('one_thread')  # one-token steps: threads only add contention
 
 
 @torch.no_grad()

@@ -1,6 +1,5 @@
 """evaluations-perplexity.py and evaluations-RougeL.py on tiny datasets and tiny checkpoints written here."""
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -9,22 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import A_TOKEN, EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, SENTENCES, run_script
+from conftest import A_TOKEN, EOT_TOKEN, GPT2, PAD_TOKEN, SENTENCES, load_script, run_script
 from data_utils import write_prepared
 
 BLOCK = 64  # the tiny checkpoints' block_size
 
 
-def load_script(name):
-    """Imports a script whose file name has a '-' in it; its main() does not run."""
-    spec = importlib.util.spec_from_file_location(name.replace('-', '_'), os.path.join(ROOT, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ppl_script = load_script('evaluations-perplexity')
-rouge_script = load_script('evaluations-RougeL')
+ppl_script = load_script('evaluations-perplexity.py')
+rouge_script = load_script('evaluations-RougeL.py')
 
 QA = [('北京是哪个国家的首都', '北京是中国的首都。'),
       ('熊猫喜欢吃什么', '熊猫喜欢吃竹子。'),

@@ -25,12 +25,7 @@ TEXTS = ['北京是中国的首都。', '熊猫喜欢吃竹子。长江', 'plain
 PROMPTS = ['北京是中国的首都。', '长江', 'Hello 熊猫 🐼']
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention on a busy machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny models: threads only add contention on a busy machine
 
 
 @pytest.fixture(scope='module')

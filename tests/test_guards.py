@@ -10,8 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, free_port, run_script, train_tiny_checkpoint
-from test_train import TINY, write_dataset
+from conftest import ROOT, TINY, free_port, run_script, train_tiny_checkpoint, write_dataset
 
 TRAIN = os.path.join(ROOT, 'train.py')
 

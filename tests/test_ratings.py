@@ -322,6 +322,27 @@ def test_own_model_votes_and_the_daily_cap_are_kept_but_left_out(tmp_path):
     assert leaderboard(path)['counted'] == 17  # rules off: everything counts
 
 
+def test_a_judges_votes_in_the_store_are_counted_named_and_not_held_to_the_voters_rules(tmp_path):
+    """judge.py votes into the arena's store as voter_kind judge:<model>: the arena's board counts them (a night
+    without voters still ranks), says how many were the judge's, and the caps on people do not cut them."""
+    import votes as store
+    from ratings import notes
+    db = store.connect(str(tmp_path / 'arena.db'))
+    for k in range(6):
+        store.add_vote(db, {'battle_id': f'j{k}', 'time': '2026-01-01T09:00:00+00:00', 'model_a': 'sft',
+                            'model_b': 'pretrain', 'vote': 'A', 'voter': 'rules', 'voter_kind': 'judge:rules'})
+    store.add_vote(db, {'battle_id': 'h0', 'time': '2026-01-01T09:00:00+00:00', 'model_a': 'sft',
+                        'model_b': 'pretrain', 'vote': 'B', 'voter': '张三', 'voter_kind': 'human'})
+    db.close()
+    assert store.vote_rows(store.connect(str(tmp_path / 'arena.db')))[0][6] == 'judge:rules'
+    board = leaderboard(str(tmp_path / 'arena.db'), daily_cap=2)
+    assert (board['votes'], board['counted'], board['judged'], board['left_out']) == (7, 7, {'judge:rules': 6}, {})
+    assert ('计入的票中 6 票来自自动评审 judge:rules，不是人投的（python judge.py --board_only=True 把人与评审的排行分开显示）'
+            in notes(board))
+    assert not any('自动评审' in line for line in notes(leaderboard(voted(tmp_path / 'v.jsonl', [
+        ('a', 'b', 'A', '', '2026-01-01T09:00:00+00:00')]))))
+
+
 def test_a_colluding_voter_is_flagged_within_30_votes_and_honest_ones_are_not(tmp_path):
     from bench.bench_ratings import synthetic_votes
     from ratings import outlier_voters

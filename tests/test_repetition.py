@@ -1,21 +1,12 @@
 """evaluations-RougeL.py's loop figures (repeated 4-grams, distinct-2), median F and stops at EOT, on hand-made answers."""
-import importlib.util
 import json
-import os
 
 import pytest
 
-from conftest import GPT2, ROOT, SENTENCES, run_script
+from conftest import GPT2, SENTENCES, load_script, run_script
 
 
-def load_rouge_script():
-    spec = importlib.util.spec_from_file_location('evaluations_RougeL', os.path.join(ROOT, 'evaluations-RougeL.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-rouge = load_rouge_script()
+rouge = load_script('evaluations-RougeL.py')
 
 ANSWERS = [
     '北京是中国的首都。',  # no 4 characters twice; bigrams: 8, all new

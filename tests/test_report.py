@@ -1,6 +1,5 @@
 """report.py on a fake run folder: every section shows the figures of its files, and follows them when they change."""
 import csv
-import importlib.util
 import json
 import os
 import platform
@@ -8,11 +7,10 @@ import subprocess
 
 import torch
 
-from conftest import ROOT, run_script
+import votes
+from conftest import ROOT, load_script, run_script
 
-spec = importlib.util.spec_from_file_location('report', os.path.join(ROOT, 'report.py'))
-report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(report)
+report = load_script('report.py')
 
 ROUGE_ROWS = [  # (question, answer, prediction, f): seven rows so that five examples skip two of them
     ('羊侃的字是什么？ ##', '祖忻', '祖忻', 1.0),
@@ -23,6 +21,20 @@ ROUGE_ROWS = [  # (question, answer, prediction, f): seven rows so that five exa
     ('黄河流入哪里？ ##', '渤海', '海', 0.3333),
     ('新华社成立于什么时候？ ##', '1931年', '经济经济', 0.0),
 ]
+
+
+# judge.py's calibration of the rules judge, as <votes>.calibration.json keeps it
+CALIBRATION = {
+    'judge': 'judge:rules', 'time': '2026-12-05T12:29:32+00:00',
+    'consistency': {'pairs': 14, 'agreed': 14, 'share': 1.0, 'battles': [6, 6], 'probes': [8, 8]},
+    'probes': {'identical': {'asked': 2, 'passed': 2, 'share': 1.0, 'by_kind': {'identical': [2, 2]}},
+               'corrupted': {'asked': 6, 'passed': 5, 'share': 0.8333,
+                             'by_kind': {'truncated': [2, 2], 'shuffled': [1, 2], 'other answer': [2, 2]}},
+               'length': {'asked': 2, 'passed': 2, 'share': 1.0, 'by_kind': {'length': [2, 2]}}},
+    'people': {'battles': 0, 'agreed': 0, 'share': None, 'without_ties': {'battles': 0, 'agreed': 0, 'share': None},
+               'kappa': None},
+    'trusted': True, 'reasons': [],
+    'warnings': ['only 0 battles judged by both people and the judge: agreement not checked (needs 10)']}
 
 
 def write_json(path, obj):
@@ -96,6 +108,14 @@ def make_run(work):
                                             {'stage': 'finetune', 'seconds': 260}])
     with open(w('out', 'loss.png'), 'wb') as f:
         f.write(b'\x89PNG\r\n\x1a\n')
+    db = votes.connect(w('out', 'arena.db'))
+    for k, vote in enumerate(['A', 'A', 'A', 'tie']):
+        votes.add_vote(db, {'battle_id': f'j{k}', 'time': '2026-01-01T09:00:00+00:00', 'model_a': '微调模型',
+                            'model_b': '预训练模型', 'vote': vote, 'voter': 'rules', 'voter_kind': 'judge:rules'})
+    votes.add_vote(db, {'battle_id': 'h0', 'time': '2026-01-01T09:00:00+00:00', 'model_a': '微调模型',
+                        'model_b': '预训练模型', 'vote': 'B', 'voter': '张三'})  # a person's: not on the judge's board
+    db.close()
+    write_json(w('out', 'arena.db.calibration.json'), {'judge:rules': CALIBRATION})
     return str(work)
 
 
@@ -140,6 +160,11 @@ def test_every_section_holds_its_files_figures_and_follows_a_change(tmp_path):
     shown = [q for q, *_ in ROUGE_ROWS if q in examples]
     assert shown == [ROUGE_ROWS[i][0] for i in (0, 2, 3, 4, 6)]  # best to worst, evenly spread
     assert '| 春节吃什么？ ## | 饺子 | 饺\\|子 ⏎ 汤 | 0.5 |' in examples  # a pipe or newline keeps the table
+    judged = section(text, 'The automatic judge')
+    assert '  reference vs corrupted  5/6 picked the reference in both orders (83%: truncated 2/2, shuffled 1/2, ' \
+           'other answer 2/2)' in judged
+    assert 'verdict: judge:rules is TRUSTED' in judged and 'agreement not checked (needs 10)' in judged
+    assert '| 微调模型 | ' in judged and ' | 4 | 3 / 1 / 0 |' in judged and ' | 4 | 0 / 1 / 3 |' in judged
     generations = section(text, 'Held-out questions, examples.csv and loops')
     assert f'| sft: held-out questions (`{work}/out/sft/rougeL_val.json`) | 25 | 0 | 0.1298 | 0.96 |  | 0 |' in generations
     assert (f'| pretrain: examples.csv continuations (`{work}/out/pretrain/examples.json`) | 20 |  |  |  | 0.25 | 0.05 '
@@ -183,7 +208,8 @@ def test_missing_files_say_what_was_not_run(tmp_path):
     for missing in ('data/people_daily/*.jsonl', 'data/tokenizer/tokenizer.json', 'data/sample/meta.json',
                     'data/sft/meta.json', 'out/pretrain/ckpt.pt', 'out/sft/ckpt.pt', 'out/loss.png',
                     'out/pretrain/log.jsonl', 'out/sft/perplexity_val.json', 'out/sft/rougeL.json',
-                    'out/sft/samples.txt', 'out/timings.jsonl', 'out/sft/rougeL_val.json'):
+                    'out/sft/samples.txt', 'out/timings.jsonl', 'out/sft/rougeL_val.json',
+                    'out/arena.db.calibration.json'):
         assert f'_Not run: `{empty}/{missing}` is missing' in text, missing
     assert '_Nothing evaluated yet' in section(text, 'Summary') and 'Could not be read' not in text
 
@@ -207,7 +233,8 @@ def test_a_linked_corpus_file_counts_once(tmp_path):
         os.symlink(corpus / 'real' / 'a.jsonl', corpus / f'link{i}.jsonl')
     os.symlink(corpus / 'real', corpus / 'again')  # a linked folder holding the same file
     text = report.make_report(report.Settings(str(tmp_path / 'run'), '', 'data/people_daily', 'data/sample',
-                                              'data/sft', 'data/tokenizer', 'out/pretrain', 'out/sft', 5, 12, 800))
+                                              'data/sft', 'data/tokenizer', 'out/pretrain', 'out/sft', 'out/arena.db',
+                                              5, 12, 800))
     assert f'| {corpus} | 1 | 2 | 14 |' in section(text, 'Corpus')
 
 

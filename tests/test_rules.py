@@ -9,7 +9,7 @@ import pytest
 from conftest import PYTHON, ROOT, load_script
 
 sys.path.insert(0, ROOT)
-from data_utils import clean_article  # noqa: E402
+from corpus import clean_article  # noqa: E402
 from sft import rules  # noqa: E402
 
 

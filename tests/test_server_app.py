@@ -15,9 +15,8 @@ import torch
 
 import contestants
 import server
-from conftest import GPT2, free_port, run_script
+from conftest import GPT2, free_port, random_model, run_script
 from engine import Engine, Sampling, generate_text
-from test_engine import random_model
 
 
 @pytest.fixture(scope='module')
@@ -48,7 +47,7 @@ def test_generate_without_sampling_fields_is_the_arenas_default(app, model):
     assert r.status_code == 200
     want = generate_text(model, GPT2, '北京是', Sampling(seed=3, max_new_tokens=40))
     assert r.get_data(as_text=True) == want
-    arena = ''.join(contestants.stream_local((model, GPT2), '北京是', {'seed': 3, 'max_new_tokens': 40}))
+    arena = ''.join(contestants.stream_local(Engine(model, GPT2, slots=2), '北京是', {'seed': 3, 'max_new_tokens': 40}))
     assert arena == want
     unpenalized = generate_text(model, GPT2, '北京是', Sampling(seed=3, max_new_tokens=40, presence_penalty=0,
                                                                   frequency_penalty=0))

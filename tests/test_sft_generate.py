@@ -13,11 +13,11 @@ import subprocess
 import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import PYTHON, ROOT, free_port, load_script, read_jsonl, run_script, write_jsonl
+from conftest import (PYTHON, ROOT, ChatServer, free_port, lines, load_script, read_jsonl, run_script, station,
+                      write_jsonl)
 
 SCRIPT = os.path.join(ROOT, 'sft', 'sft_generate.py')
 RULES_SCRIPT = os.path.join(ROOT, 'sft', 'rules.py')
@@ -28,85 +28,8 @@ def load_generator():
     return load_script('sft/sft_generate.py')
 
 
-class ChatServer:
-    """
-    A chat-completions endpoint on 127.0.0.1: responder(article, attempt) -> (status, reply, delay s).
-    attempt counts the requests seen for that article (0 first). reply is the assistant's text, or bytes sent
-    as the whole body (HTML if it starts with <); status 'drop' closes the connection without an answer.
-    Serves requests concurrently.
-    """
-    def __init__(self, responder):
-        self.responder, self.attempts, self.lock, self.requests = responder, {}, threading.Lock(), []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers['Content-Length'])))
-                prompt = body['messages'][-1]['content']
-                article = prompt.split('文章：\n', 1)[1]
-                with outer.lock:
-                    attempt = outer.attempts.get(article, 0)
-                    outer.attempts[article] = attempt + 1
-                    outer.requests.append({'article': article, 'auth': self.headers.get('Authorization'),
-                                           'temperature': body.get('temperature'), 'model': body.get('model')})
-                status, reply, delay = outer.responder(article, attempt)
-                time.sleep(delay)
-                if status == 'drop':
-                    self.close_connection = True
-                    return
-                if isinstance(reply, bytes):
-                    payload = None
-                elif status == 200:
-                    payload = {'id': 'chatcmpl-1', 'object': 'chat.completion', 'created': 0, 'model': body['model'],
-                               'choices': [{'index': 0, 'finish_reason': 'stop',
-                                            'message': {'role': 'assistant', 'content': reply}}],
-                               'usage': {'prompt_tokens': 1, 'completion_tokens': 1, 'total_tokens': 2}}
-                else:
-                    payload = {'error': {'message': reply, 'type': 'server_error'}}
-                data = reply if payload is None else json.dumps(payload, ensure_ascii=False).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header('Content-Type', 'text/html' if data.startswith(b'<') else 'application/json')
-                    self.send_header('Content-Length', str(len(data)))
-                    if status == 429:
-                        self.send_header('Retry-After', '0')
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (the timeout case)
-                    pass
-
-        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/v1'
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def lines(pairs):
-    return '\n'.join(json.dumps(p, ensure_ascii=False) for p in pairs)
-
-
 def fullwidth(pairs):
     return '\n'.join('{“question”：“%s”，“answer”：“%s”}' % (p['question'], p['answer']) for p in pairs)
-
-
-def station(i):
-    """A numbered article and three pairs grounded in it."""
-    article = f'第{i}号气象站位于青海省西宁市。第{i}号气象站成立于{1950 + i}年。第{i}号气象站是全国海拔最高的气象站之一。'
-    pairs = [{'question': f'第{i}号气象站位于哪里？', 'answer': '青海省西宁市'},
-             {'question': f'第{i}号气象站成立于哪一年？', 'answer': f'{1950 + i}年'},
-             {'question': f'第{i}号气象站有什么特点？', 'answer': '全国海拔最高的气象站之一'}]
-    return article, pairs
 
 
 # each article, and what the server answers to its 1st, 2nd, 3rd... request
@@ -497,7 +420,7 @@ def run_rules(tmp_path, name, *extra):
 
 
 def test_rules_backend_gives_the_expected_pairs(tmp_path):
-    from data_utils import clean_article, iter_articles
+    from corpus import clean_article, iter_articles
     write_jsonl(str(tmp_path / 'corpus' / 'a.jsonl'), RULES_ARTICLES)
     out, rej, _ = run_rules(tmp_path, 'one')
     pairs = read_jsonl(out)
@@ -517,7 +440,7 @@ def test_rules_backend_gives_the_expected_pairs(tmp_path):
 @pytest.mark.slow
 def test_rules_backend_asks_wiki_entries_about_their_titles(tmp_path):
     """The title line of an entry, which the cleaned text no longer has, reaches the rules."""
-    from data_utils import clean_article
+    from corpus import clean_article
     with open(os.path.join(ROOT, 'tests', 'fixtures', 'wiki_entries.jsonl'), encoding='utf-8') as f:
         raws = [json.loads(line)['text'] for line in f]
     write_jsonl(str(tmp_path / 'corpus' / 'wiki.jsonl'), raws)

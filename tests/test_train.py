@@ -11,38 +11,16 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from conftest import GPT2, PYTHON, ROOT, SENTENCES, run_script, train_tiny_checkpoint, write_jsonl
-from data_utils import tokenizer_record, write_prepared
+from conftest import (GPT2, PYTHON, ROOT, SENTENCES, TINY, run_script, train_tiny_checkpoint, write_dataset,
+                      write_jsonl)
 from tokenizer import get_tokenizer
 
-TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32',
-        '--batch_size=4', '--gradient_accumulation_steps=1', '--learning_rate=1e-2', '--min_lr=1e-3',
-        '--warmup_iters=5', '--eval_iters=2', '--seed=7', '--dtype=float32']
 LOG_KEYS = {'iter', 'split', 'loss', 'lr', 'tokens', 'elapsed'}
 ONE_THREAD = {'OMP_NUM_THREADS': '1'}  # on a shared 2-core machine, more threads only spin against each other
 
 
 def train(args, check=True):
     return run_script(['train.py', *TINY, *args], env=ONE_THREAD, check=check)
-
-
-def write_dataset(folder, block_size=32, n_train=64, n_val=8, tok=GPT2):
-    """Pretrain rows laid out as data/prepare.py writes them: sentence + EOT + PAD, uint16, plus meta.json."""
-    clauses = [c + '。' for s in SENTENCES for c in s.split('。') if c]
-    rows = []
-    for i in range(n_train + n_val):
-        ids = tok.encode(clauses[i % len(clauses)])[:block_size - 1] + [tok.eot]
-        rows.append(ids + [tok.pad] * (block_size - len(ids)))
-    rows = np.array(rows, dtype=np.uint16)
-
-    def write_rows(files):
-        files['train'].write(rows[:n_train].tobytes())
-        files['val'].write(rows[n_train:].tobytes())
-        return {'kind': 'pretrain', 'tokenizer': tokenizer_record(tok, str(folder)), 'block_size': block_size,
-                'dtype': 'uint16', 'rows': {'train': n_train, 'val': n_val}, 'skipped': {},
-                'fill_ratio': float((rows != tok.pad).mean()), 'sources': []}
-    write_prepared(str(folder), write_rows)
-    return str(folder)
 
 
 def read_log(out_dir):

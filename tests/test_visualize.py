@@ -1,5 +1,4 @@
 """visualize.py on synthetic training logs in train.py's log.jsonl format."""
-import importlib.util
 import json
 import math
 import os
@@ -7,11 +6,9 @@ import struct
 
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import load_script, run_script
 
-spec = importlib.util.spec_from_file_location('visualize', os.path.join(ROOT, 'visualize.py'))
-visualize = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(visualize)
+visualize = load_script('visualize.py')
 
 
 def png_size(path):

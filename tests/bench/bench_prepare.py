@@ -23,7 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'data'))
-from data_utils import clean_article, find_jsonl, iter_articles  # noqa: E402
+from corpus import clean_article, find_jsonl, iter_articles  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
 import prepare  # noqa: E402
 

@@ -14,8 +14,7 @@ import tempfile
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, TESTS)
-from conftest import ROOT, run_script, write_jsonl  # noqa: E402
-from test_sft_generate import ChatServer, lines, station  # noqa: E402
+from conftest import ROOT, ChatServer, lines, run_script, station, write_jsonl  # noqa: E402
 
 
 def articles_per_second(server, corpus, work, concurrency):

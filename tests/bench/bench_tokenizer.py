@@ -13,7 +13,6 @@ spends, so a busy machine slows both alike. Last, validation bits per character 
 Goals: <= 0.8 tokens per character; >= 3x the characters kept; lower bits per character than GPT-2.
 """
 import argparse
-import importlib.util
 import os
 import sys
 import tempfile
@@ -22,11 +21,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'data'))
+sys.path.insert(0, os.path.join(ROOT, 'tests'))
 import torch  # noqa: E402
 
 import prepare  # noqa: E402
-from data_utils import RowOrder, clean_article, get_batch, init_data, iter_articles  # noqa: E402
+from data_utils import RowOrder, get_batch, init_data  # noqa: E402
+from corpus import clean_article, iter_articles  # noqa: E402
 from checkpoint import save_checkpoint  # noqa: E402
+from conftest import load_script  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
 from train_tokenizer import train_tokenizer  # noqa: E402
@@ -44,13 +46,6 @@ parser.add_argument('--sample_chars', type=int, default=80, help='characters of 
 parser.add_argument('--learning_rate', type=float, default=2e-3)
 args = parser.parse_args()
 os.environ.setdefault('TQDM_DISABLE', '1')
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name.replace('-', '_'), os.path.join(ROOT, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def encode_seconds(tok, texts):
@@ -93,7 +88,7 @@ def main():
     torch.set_num_threads(args.threads)
     texts = [t for t in (clean_article(raw) for _, _, _, raw in iter_articles(args.input_dir)) if t]
     corpus_chars = sum(map(len, texts))
-    ppl = load_script('evaluations-perplexity')
+    ppl = load_script('evaluations-perplexity.py')
     with tempfile.TemporaryDirectory() as tmp:
         print(f"training a {args.vocab_size}-id tokenizer on {args.input_dir} ...")
         config = train_tokenizer(args.input_dir, os.path.join(tmp, 'tok'), args.vocab_size, block_size=args.block_size)
