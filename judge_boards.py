@@ -55,8 +55,9 @@ def side_by_side(boards, judge_kind=None):
 
 def checkpoint_summary(board, names):
     """Checkpoints of one run (in training order) as the judge ranks them, and each one against the one before it."""
-    ranked = [r for r in board['rows'] if r['model'] in names and r['bt'] is not None]
-    lines = ['checkpoints by the judge: ' + ' > '.join(f"{r['model']} ({r['bt']:.0f})" for r in ranked)]
+    ranked = sorted((r for r in board['rows'] if r['model'] in names and r['bt'] is not None), key=lambda r: -r['bt'])
+    lines = ['checkpoints by the judge: ' + (' > '.join(f"{r['model']} ({r['bt']:.0f})" for r in ranked)
+                                             or 'none yet (no battle of them has a verdict)')]
     index = {n: i for i, n in enumerate(board['names'])}
     for before, after in zip(names, names[1:]):
         if before in index and after in index and board['games'][index[after], index[before]]:

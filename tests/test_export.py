@@ -319,3 +319,7 @@ def test_a_checkpoint_without_its_ranks_checksum_is_one_line(checkpoints, tmp_pa
                       check=False)
     assert proc.returncode == 1 and proc.stderr.count('\n') == 1, proc.stderr
     assert proc.stderr.startswith(f"error: {tmp_path}/nosha/ckpt.pt: its trained tokenizer has no 'ranks_sha256'")
+    proc = run_script(['sample.py', f'--out_dir={tmp_path}/nosha', '--max_new_tokens=5'], check=False)  # and sampling
+    assert proc.returncode == 1 and proc.stderr.count('\n') == 1, proc.stderr
+    assert proc.stderr == (f"error: {tmp_path}/nosha/ckpt.pt: the trained tokenizer's facts have no 'ranks_sha256' "
+                           "field (a string): which ranks made these ids is unknown\n")
